@@ -3,7 +3,7 @@ PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc
 
-.PHONY: install system-packages demo test test-unit lint bench clean
+.PHONY: install system-packages demo test test-unit typecheck bench clean install-dm test-dm
 
 install: system-packages $(VENV)/.installed
 
@@ -24,8 +24,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/python tools/demo.py
 
-test: install
-	$(VENV)/bin/python -m mypy client supervisor
+# mypy sees the packages under their import names through a symlinked tree.
+typecheck: install
+	mkdir -p build/typecheck/lvmsuper
+	ln -sfn $(CURDIR)/client build/typecheck/lvmsuper/client
+	ln -sfn $(CURDIR)/supervisor build/typecheck/lvmsuper/supervisor
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/python -m mypy --config-file $(CURDIR)/pyproject.toml \
+		-p lvmsuper.client -p lvmsuper.supervisor
+
+test: install typecheck
 	$(VENV)/bin/python -m pytest -q tests
 
 test-unit: install
@@ -36,3 +43,21 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Device-mapper test tier: tests/dm runs as root inside a throwaway QEMU guest that
+# boots Debian's own kernel over this machine's root filesystem (tools/dm-guest).
+DM_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static thin-provisioning-tools
+DM_RESULTS      ?= build/dm-results
+
+install-dm: install
+	@missing=$$(for p in $(DM_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@test -x $(VENV)/bin/vng || $(VENV)/bin/pip install -q virtme-ng
+
+test-dm: install-dm
+	rm -rf $(DM_RESULTS) && mkdir -p $(DM_RESULTS)
+	$(PYTHON) tools/dm-guest --timeout 900 --rwdir $(DM_RESULTS) -- \
+		$(CURDIR)/$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/dm --junitxml=$(CURDIR)/$(DM_RESULTS)/dm.xml

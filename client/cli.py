@@ -1,0 +1,237 @@
+"""``lvmsuperctl``: the admin's and scripts' view of lvmsuperd.
+
+Exit codes: 0 ok, 1 the daemon answered with an error (its message is printed),
+2 usage error, 3 cannot connect to the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ._core import JobRef
+from .errors import ConnectionFailed, LvmSuperError
+from .models import to_wire
+from .sync import Client
+
+__all__ = ["main", "parse_size", "human_size"]
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50,
+          "E": 2**60}
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``512M``, ``1.5T``, ``4096`` (bytes); binary units (K = 1024)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([BKMGTPE]?)(?:i?B)?\s*", text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 10G or 512M")
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size")
+    return value
+
+
+def human_size(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.2f}{unit}"
+        value /= 1024
+    return str(value)
+
+
+_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "pv": [("PV", "name"), ("VG", "vg"), ("Attr", "attr"), ("PSize", "size#"),
+           ("PFree", "free#"), ("Tags", "tags")],
+    "vg": [("VG", "name"), ("#PV", "pv_count"), ("#LV", "lv_count"), ("Attr", "attr"),
+           ("VSize", "size#"), ("VFree", "free#"), ("Tags", "tags")],
+    "lv": [("LV", "name"), ("VG", "vg"), ("Attr", "attr"), ("LSize", "size#"),
+           ("Type", "segtype"), ("Active", "active"), ("Devices", "devices"),
+           ("Tags", "tags")],
+    "job": [("Job", "id"), ("Method", "method"), ("State", "state"),
+            ("Progress", "progress"), ("UID", "uid")],
+}
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key.endswith("#"):
+        return human_size(row.get(key[:-1]))
+    value = row.get(key)
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def table(kind: str, rows: Sequence[dict[str, Any]]) -> str:
+    cols = _COLUMNS[kind]
+    cells = [[title for title, _ in cols]] + [[_cell(r, key) for _, key in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in cells)
+
+
+def status_text(s: dict[str, Any]) -> str:
+    req, lat = s["requests"], s["latency_ms"]
+    lines = [
+        f"lvmsuperd {s['version']}  pid {s['pid']}  up {s['uptime']:.0f} s",
+        f"LVM:        {s['lvm_version']}",
+        f"transports: {', '.join(s['transports']) or '-'}   clients: {s['clients']}",
+        f"requests:   {req['total']} total, {req['failed']} failed, "
+        f"{req['in_flight']} in flight, {req['queued']} queued",
+        f"latency:    p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}",
+        f"jobs:       {s['jobs']} running",
+    ]
+    if s["last_errors"]:
+        lines.append("last errors:")
+        for err in s["last_errors"]:
+            when = time.strftime("%H:%M:%S", time.localtime(err["time"]))
+            lines.append(f"  {when} {err['method']}: {err['error']}: {err['message']}"[:79])
+    return "\n".join(lines)
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lvmsuperctl", description="Talk to lvmsuperd.")
+    p.add_argument("--socket", help="daemon socket (default $LVMSUPER_SOCKET or "
+                   "/run/lvmsuper/lvmsuper.sock)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON result")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the raw JSON result")
+        return c
+
+    def change(name: str, help: str) -> argparse.ArgumentParser:
+        c = cmd(name, help)
+        c.add_argument("--wait", type=float, help="seconds to wait before getting a job id")
+        return c
+
+    cmd("status", "daemon status")
+    cmd("ping", "check the daemon answers")
+    cmd("version", "lvmsuper and LVM versions")
+    c = cmd("pvs", "list physical volumes")
+    c.add_argument("--vg")
+    c.add_argument("--select")
+    c.add_argument("names", nargs="*")
+    c = cmd("vgs", "list volume groups")
+    c.add_argument("--select")
+    c.add_argument("names", nargs="*")
+    c = cmd("lvs", "list logical volumes")
+    c.add_argument("--vg")
+    c.add_argument("--tag", action="append", dest="tags")
+    c.add_argument("--select")
+    c.add_argument("names", nargs="*", help="vg/lv")
+    cmd("jobs", "list jobs")
+    c = cmd("job-status", "show one job")
+    c.add_argument("job")
+    c = change("pvcreate", "initialise devices as PVs")
+    c.add_argument("devices", nargs="+")
+    c = change("pvremove", "wipe PV labels")
+    c.add_argument("devices", nargs="+")
+    c = change("vgcreate", "create a VG")
+    c.add_argument("name")
+    c.add_argument("devices", nargs="+")
+    c.add_argument("--extent-size", type=parse_size)
+    c.add_argument("--tag", action="append", dest="tags")
+    c = change("vgremove", "remove a VG")
+    c.add_argument("vg")
+    c.add_argument("--force", action="store_true", help="also remove its LVs")
+    c = change("lvcreate", "create a linear LV")
+    c.add_argument("vg")
+    c.add_argument("name")
+    size = c.add_mutually_exclusive_group(required=True)
+    size.add_argument("--size", "-L", type=parse_size)
+    size.add_argument("--extents", "-l", help="count, or N%%FREE / N%%VG")
+    c.add_argument("--tag", action="append", dest="tags")
+    c = change("lvremove", "remove an LV")
+    c.add_argument("lv", help="vg/lv")
+    c = change("lvresize", "resize an LV to a new size")
+    c.add_argument("lv", help="vg/lv")
+    c.add_argument("size", type=parse_size)
+    c.add_argument("--force", action="store_true", help="allow shrinking")
+    c = cmd("call", "call any method with JSON params")
+    c.add_argument("method")
+    c.add_argument("params", nargs="?", default="{}", help="a JSON object")
+    return p
+
+
+_SKIP = {"socket", "json", "command"}
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params = {k: v for k, v in vars(args).items()
+              if k not in _SKIP and v not in (None, [], False)}
+    if args.command == "lvcreate" and "extents" in params and params["extents"].isdigit():
+        params["extents"] = int(params["extents"])
+    if args.command == "job-status":
+        return {"job": params["job"]}
+    return params
+
+
+def _print(command: str, result: Any, as_json: bool) -> None:
+    wire = to_wire(result)
+    if isinstance(result, JobRef):
+        print(json.dumps({"job": result.id}) if as_json else
+              f"still running as job {result.id}; see 'lvmsuperctl job-status {result.id}'")
+    elif as_json:
+        print(json.dumps(wire, indent=2))
+    elif command == "status":
+        print(status_text(wire))
+    elif command in ("pvs", "vgs", "lvs", "jobs"):
+        print(table(command.rstrip("s") if command != "jobs" else "job", wire))
+    elif command in ("pvcreate",):
+        print(table("pv", wire))
+    elif command in ("vgcreate",):
+        print(table("vg", [wire]))
+    elif command in ("lvcreate", "lvresize"):
+        print(table("lv", [wire]))
+    elif isinstance(wire, dict) and "removed" in wire:
+        print("removed: " + ", ".join(wire["removed"]))
+    else:
+        print(json.dumps(wire, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    method = {"job-status": "job_status"}.get(args.command, args.command)
+    try:
+        if method == "call":
+            params = json.loads(args.params)
+            if not isinstance(params, dict):
+                raise ValueError("params must be a JSON object")
+            method = args.method
+        else:
+            params = _params(args)
+    except ValueError as exc:
+        print(f"lvmsuperctl: bad JSON params: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with Client(args.socket) as client:
+            result = client.call(method, **params)
+    except ConnectionFailed as exc:
+        print(f"lvmsuperctl: {exc.message}", file=sys.stderr)
+        return 3
+    except LvmSuperError as exc:
+        print(f"lvmsuperctl: {exc.name}: {exc.message}", file=sys.stderr)
+        return 1
+    _print(args.command, result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Typed results: one frozen dataclass per object type, one stable key set each.
+
+The wire form is a JSON object with exactly these keys (snake_case); the daemon builds
+them from LVM's reports and the clients rebuild them with ``from_wire``. Sizes and
+counts are ints in bytes, flags are bools, absent values None, lists lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+__all__ = ["PV", "VG", "LV", "Job", "Model", "to_wire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """Base class: conversion to and from the wire dictionary."""
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Self:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"{cls.__name__} lacks {', '.join(missing)}")
+        values = {n: (list(data[n]) if isinstance(data[n], list) else data[n]) for n in names}
+        return cls(**values)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class PV(Model):
+    name: str
+    uuid: str
+    vg: str | None
+    size: int
+    free: int
+    used: int
+    dev_size: int
+    pe_start: int
+    pe_count: int
+    pe_alloc_count: int
+    allocatable: bool
+    exported: bool
+    missing: bool
+    tags: list[str]
+    mda_count: int
+    mda_free: int
+    attr: str
+
+
+@dataclass(frozen=True, slots=True)
+class VG(Model):
+    name: str
+    uuid: str
+    size: int
+    free: int
+    extent_size: int
+    extent_count: int
+    free_count: int
+    pv_count: int
+    lv_count: int
+    snap_count: int
+    seqno: int
+    writable: bool
+    resizable: bool
+    exported: bool
+    partial: bool
+    shared: bool
+    lock_type: str | None
+    system_id: str | None
+    tags: list[str]
+    mda_count: int
+    mda_free: int
+    attr: str
+
+
+@dataclass(frozen=True, slots=True)
+class LV(Model):
+    name: str
+    vg: str
+    full_name: str
+    uuid: str
+    path: str | None
+    size: int
+    segtype: str
+    active: bool | None
+    permissions: str | None
+    origin: str | None
+    pool: str | None
+    data_percent: float | None
+    metadata_percent: float | None
+    devices: list[str]
+    tags: list[str]
+    attr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Model):
+    id: str
+    method: str
+    state: str
+    progress: int | None
+    result: Any
+    error: dict[str, Any] | None
+    uid: int
+    started: float
+    finished: float | None
+
+
+M = TypeVar("M", bound=Model)
+
+
+def to_wire(value: Any) -> Any:
+    """Models (also inside lists and dicts) to plain JSON values."""
+    if isinstance(value, Model):
+        return value.to_wire()
+    if isinstance(value, list):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,140 @@
+"""The blocking client: one connection, one request at a time, typed results.
+
+A read whose connection broke is retried once on a new connection; a change is not
+(its outcome is unknown), and raises ``ConnectionFailed`` saying so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from typing import Any
+
+from ._core import READ_METHODS, JobRef, decode, default_socket_path
+from .errors import ConnectionFailed
+from .models import LV, PV, VG
+from .protocol import LineCodec, make_request, parse_response
+
+__all__ = ["Client", "JobRef", "default_socket_path"]
+
+
+class Client:
+    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self.notifications: list[dict[str, Any]] = []
+        self._sock: socket.socket | None = None
+        self._codec = LineCodec(64 * 1024 * 1024)
+        self._ids = itertools.count(1)
+        self._pending: list[Any] = []
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise ConnectionFailed(f"cannot connect to lvmsuperd at {self.socket_path}: "
+                                   f"{exc.strerror or exc}", socket=self.socket_path) from exc
+        self._sock = sock
+        self._codec = LineCodec(64 * 1024 * 1024)
+        self._pending = []
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Calls ``method`` and returns its typed result (or raises its error)."""
+        return decode(method, self.request(method, params))
+
+    def request(self, method: str, params: dict[str, Any]) -> Any:
+        """Calls ``method`` and returns the raw JSON result."""
+        for attempt in (1, 2):
+            self.connect()
+            try:
+                return self._roundtrip(method, params)
+            except (OSError, EOFError) as exc:
+                self.close()
+                if method not in READ_METHODS:
+                    raise ConnectionFailed(
+                        f"connection to lvmsuperd lost during {method}; the change may or "
+                        "may not have happened: check with a read or 'jobs'",
+                        socket=self.socket_path) from exc
+                if attempt == 2:
+                    raise ConnectionFailed(f"connection to lvmsuperd lost: {exc}",
+                                           socket=self.socket_path) from exc
+        raise AssertionError("unreachable")
+
+    def _roundtrip(self, method: str, params: dict[str, Any]) -> Any:
+        assert self._sock is not None
+        rid = next(self._ids)
+        self._sock.sendall(LineCodec.encode(make_request(rid, method, params)))
+        while True:
+            while not self._pending:
+                data = self._sock.recv(262144)
+                if not data:
+                    raise EOFError("the daemon closed the connection")
+                self._pending.extend(self._codec.feed(data))
+            response = parse_response(self._pending.pop(0))
+            if response.method is not None:
+                self.notifications.append({"method": response.method,
+                                           "params": response.params})
+            elif response.id == rid or response.id is None:
+                if response.error is not None:
+                    raise response.error
+                return response.result
+
+    # Typed shortcuts for the common calls; every method is reachable through call().
+    def ping(self) -> dict[str, Any]:
+        return self.call("ping")  # type: ignore[no-any-return]
+
+    def version(self) -> dict[str, str]:
+        return self.call("version")  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")  # type: ignore[no-any-return]
+
+    def pvs(self, **filters: Any) -> list[PV]:
+        return self.call("pvs", **filters)  # type: ignore[no-any-return]
+
+    def vgs(self, **filters: Any) -> list[VG]:
+        return self.call("vgs", **filters)  # type: ignore[no-any-return]
+
+    def lvs(self, **filters: Any) -> list[LV]:
+        return self.call("lvs", **filters)  # type: ignore[no-any-return]
+
+    def report(self, **filters: Any) -> dict[str, list[Any]]:
+        return self.call("report", **filters)  # type: ignore[no-any-return]
+
+    def pvcreate(self, devices: list[str], **opts: Any) -> list[PV] | JobRef:
+        return self.call("pvcreate", devices=devices, **opts)  # type: ignore[no-any-return]
+
+    def pvremove(self, devices: list[str], **opts: Any) -> dict[str, Any] | JobRef:
+        return self.call("pvremove", devices=devices, **opts)  # type: ignore[no-any-return]
+
+    def vgcreate(self, name: str, devices: list[str], **opts: Any) -> VG | JobRef:
+        return self.call("vgcreate", name=name, devices=devices, **opts)  # type: ignore[no-any-return]
+
+    def vgremove(self, vg: str, **opts: Any) -> dict[str, Any] | JobRef:
+        return self.call("vgremove", vg=vg, **opts)  # type: ignore[no-any-return]
+
+    def lvcreate(self, vg: str, name: str, **opts: Any) -> LV | JobRef:
+        return self.call("lvcreate", vg=vg, name=name, **opts)  # type: ignore[no-any-return]
+
+    def lvremove(self, lv: str, **opts: Any) -> dict[str, Any] | JobRef:
+        return self.call("lvremove", lv=lv, **opts)  # type: ignore[no-any-return]
+
+    def lvresize(self, lv: str, size: int, **opts: Any) -> LV | JobRef:
+        return self.call("lvresize", lv=lv, size=size, **opts)  # type: ignore[no-any-return]

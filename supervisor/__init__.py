@@ -1,0 +1,1 @@
+"""lvmsuperd, the privileged LVM helper daemon (runs as root)."""

@@ -1,0 +1,178 @@
+"""``lvmsuperd``: start-up, transports, systemd notification and shutdown.
+
+Runs in the foreground (systemd style). Start-up problems (bad config, missing group,
+socket in use) are one clear line on stderr and exit code 1. SIGTERM stops accepting,
+waits for running changes (never kills them) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, check_socket_group, load_config
+from .lvm import Lvm
+from .runner import ExecRunner
+from .server import SocketInUse, SocketServer, bind_socket
+from .service import Service
+
+__all__ = ["main"]
+
+log = logging.getLogger("lvmsuperd")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lvmsuperd", description="Privileged LVM helper daemon.")
+    p.add_argument("--config", type=Path, help="configuration file "
+                   "(default /etc/lvmsuper/lvmsuper.toml, optional)")
+    p.add_argument("--socket", help="Unix socket path (overrides [server] socket)")
+    p.add_argument("--no-dbus", action="store_true", help="do not serve D-Bus")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration and exit")
+    return p.parse_args(argv)
+
+
+def setup_logging(level: str) -> None:
+    """journald when it runs (structured fields kept), stderr otherwise."""
+    handler: logging.Handler
+    if os.path.exists("/run/systemd/journal/socket"):
+        try:
+            from systemd.journal import JournalHandler
+            handler = JournalHandler(SYSLOG_IDENTIFIER="lvmsuperd")
+        except ImportError:
+            handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class Notifier:
+    """sd_notify; a missing or broken NOTIFY_SOCKET is never fatal."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            from systemd import daemon
+            daemon.notify(message)
+        except Exception as exc:  # noqa: BLE001 - notification is best effort
+            log.warning("sd_notify failed: %s", exc)
+            self.enabled = False
+
+
+def _listen_socket(config: Config) -> tuple[socket.socket, bool]:
+    """The socket systemd passed (socket activation) or one bound here."""
+    try:
+        from systemd import daemon
+        fds = daemon.listen_fds()
+    except ImportError:
+        fds = []
+    if fds:
+        return socket.socket(fileno=fds[0]), True
+    return bind_socket(config.socket, config.socket_mode, check_socket_group(config)), False
+
+
+async def serve(config: Config) -> int:
+    notify = Notifier()
+    runner = ExecRunner(config.lvm_binary, system_dir=config.lvm_system_dir)
+    lvm = Lvm(runner, timeout=config.lvm_timeout, extra_config=config.lvm_extra_config)
+    service = Service(config, lvm, recent=runner.recent)
+    sock, activated = _listen_socket(config)
+    server = SocketServer(service, sock)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: _dump_recent(runner))
+    log.info("serving on %s%s (lvm %s)", config.socket if not activated else "socket fd",
+             " (socket-activated)" if activated else "", config.lvm_binary)
+    notify("READY=1\nSTATUS=" + service.summary())
+    keeper = asyncio.create_task(_keep_status(service, notify, stop, activated))
+    await stop.wait()
+    notify("STOPPING=1\nSTATUS=stopping: waiting for running changes")
+    log.info("stopping: no new connections; waiting for %d running job(s)",
+             service.jobs.running)
+    await server.stop_accepting()
+    await service.jobs.drain()
+    for task in list(server.connections):
+        task.cancel()
+    keeper.cancel()
+    if not activated:
+        try:
+            os.unlink(config.socket)
+        except OSError:
+            pass
+    return 0
+
+
+async def _keep_status(service: Service, notify: Notifier, stop: asyncio.Event,
+                       activated: bool) -> None:
+    """STATUS= kept current; WATCHDOG=1 at half the watchdog interval (this loop running
+    is the proof the event loop is alive); idle exit when socket-activated."""
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    interval = min(2.0, usec / 2e6) if usec > 0 else 2.0
+    idle = service.config.idle_timeout
+    last, idle_since = "", loop_time()
+    while not stop.is_set():
+        await asyncio.sleep(interval)
+        summary = service.summary()
+        message = "WATCHDOG=1\n" if usec > 0 else ""
+        if summary != last:
+            message += "STATUS=" + summary
+            last = summary
+        if message:
+            notify(message)
+        busy = service.stats.clients or service.jobs.running or service.stats.in_flight
+        if busy:
+            idle_since = loop_time()
+        elif activated and idle > 0 and loop_time() - idle_since >= idle:
+            log.info("idle for %g s: exiting (socket activation restarts on demand)", idle)
+            stop.set()
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _dump_recent(runner: ExecRunner) -> None:
+    log.info("recent LVM commands (%d):", len(runner.recent))
+    for rec in runner.recent:
+        log.info("  rc=%s %.1f ms %s | %s", rec.rc, rec.duration * 1000, " ".join(rec.argv),
+                 rec.stderr.strip().replace("\n", " / ")[:300])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config, socket=args.socket)
+        if args.check_config:
+            check_socket_group(config)
+            print(f"{config.source}: configuration OK")
+            return 0
+        return asyncio.run(serve(config))
+    except (ConfigError, SocketInUse) as exc:
+        print(f"lvmsuperd: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. --socket not absolute
+        print(f"lvmsuperd: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Jobs: every change runs as a task the caller cannot cancel.
+
+Rule: a mutating LVM command is never stopped half-way. The caller waits for the job
+up to its ``wait``; if the job outlives that (or the caller goes away) it still runs to
+completion, and its outcome stays queryable for ``[jobs] keep`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvmsuper.client.errors import Internal, LvmSuperError, NotFound
+
+__all__ = ["Job", "JobManager"]
+
+log = logging.getLogger("lvmsuperd.jobs")
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    method: str
+    uid: int
+    started: float
+    task: asyncio.Task[Any]
+    state: str = "running"
+    progress: int | None = None
+    result: Any = None
+    error: LvmSuperError | None = None
+    finished: float | None = None
+    done_at: float = field(default=0.0, repr=False)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "method": self.method, "state": self.state,
+                "progress": self.progress, "result": self.result,
+                "error": self.error.to_wire() if self.error else None, "uid": self.uid,
+                "started": self.started, "finished": self.finished}
+
+
+class JobManager:
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self._jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+
+    def start(self, method: str, uid: int, work: Callable[[Job], Awaitable[Any]]) -> Job:
+        self._expire()
+        job_id = f"{int(time.time())}-{next(self._ids)}"
+
+        async def run() -> Any:
+            return await work(job)
+
+        job = Job(job_id, method, uid, time.time(), asyncio.create_task(run()))
+        job.task.add_done_callback(lambda task: self._finished(job, task))
+        self._jobs[job_id] = job
+        return job
+
+    def _finished(self, job: Job, task: asyncio.Task[Any]) -> None:
+        job.finished = time.time()
+        job.done_at = time.monotonic()
+        if task.cancelled():
+            job.state = "cancelled"
+            return
+        exc = task.exception()
+        if exc is None:
+            job.state, job.result = "succeeded", task.result()
+            if job.progress is not None:
+                job.progress = 100
+        else:
+            job.state = "failed"
+            if isinstance(exc, LvmSuperError):
+                job.error = exc
+            else:
+                log.error("job %s (%s) failed with a bug", job.id, job.method, exc_info=exc)
+                job.error = Internal(f"internal error in job {job.id}; see the daemon's log")
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.keep
+        for job_id in [j.id for j in self._jobs.values() if j.finished and j.done_at < cutoff]:
+            del self._jobs[job_id]
+
+    def get(self, job_id: str) -> Job:
+        self._expire()
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} (finished jobs are kept {self.keep:g} s)",
+                           object_type="job", object_name=job_id)
+        return job
+
+    def all(self) -> list[Job]:
+        self._expire()
+        return list(self._jobs.values())
+
+    @property
+    def running(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.state == "running")
+
+    async def drain(self) -> None:
+        """Waits for every running job (shutdown never kills a change)."""
+        tasks = [j.task for j in self._jobs.values() if not j.task.done()]
+        if tasks:
+            await asyncio.wait(tasks)

@@ -1,0 +1,263 @@
+"""The method table: every method's role, parameters and implementation, in one place.
+
+Rule: a method that is not in ``METHODS`` does not exist (deny by default). Parameters
+are declared with a checker each; unknown parameters are refused. A change declares
+which VGs it locks and which objects it touches, and runs inside a job with those
+locks held; what it returns is reported by LVM after the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lvmsuper.client import __version__
+from lvmsuper.client.errors import InvalidRequest, NotFound
+from lvmsuper.client.models import LV
+
+from . import validate as v
+from .auth import Role
+from .lvmcmd import size_arg
+
+if TYPE_CHECKING:
+    from .service import Call, Service
+
+__all__ = ["Param", "Method", "METHODS", "Expect", "ORPHANS"]
+
+ORPHANS = "#orphans"  # lock key for changes to PVs outside any VG
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    check: v.Checker
+    required: bool = False
+    # what policy applies: "vg" (protected VGs), "lv" (its VG), "devices" (device globs)
+    policy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What must (not) exist for a change to make sense; checked when LVM fails, to
+    turn its failure into NotFound / AlreadyExists."""
+
+    kind: str  # "pv" | "vg" | "lv"
+    name: str
+    exists: bool = True
+
+
+Handler = Callable[["Service", "Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    role: Role
+    run: Handler
+    params: Mapping[str, Param] = field(default_factory=dict)
+    change: bool = False
+    locks: Callable[[dict[str, Any]], tuple[str, ...]] = lambda args: ()
+
+
+# ---- reads ----------------------------------------------------------------
+
+async def _ping(svc: Service, call: Call) -> dict[str, Any]:
+    return {}
+
+
+async def _version(svc: Service, call: Call) -> dict[str, Any]:
+    return {"lvmsuper": __version__, "lvm": await svc.lvm_version()}
+
+
+async def _status(svc: Service, call: Call) -> dict[str, Any]:
+    return await svc.status()
+
+
+async def _pvs(svc: Service, call: Call) -> list[Any]:
+    a = call.args
+    names = a.get("names", [])
+    pvs = await svc.read(svc.lvm.pvs(names, a.get("select")),
+                         [Expect("pv", n) for n in names])
+    if "vg" in a:
+        await svc.ensure_exists(Expect("vg", a["vg"]))
+        pvs = [pv for pv in pvs if pv.vg == a["vg"]]
+    return pvs
+
+
+async def _vgs(svc: Service, call: Call) -> list[Any]:
+    names = call.args.get("names", [])
+    return await svc.read(svc.lvm.vgs(names, call.args.get("select")),
+                          [Expect("vg", n) for n in names])
+
+
+async def _lvs(svc: Service, call: Call) -> list[Any]:
+    a = call.args
+    names = [f"{vg}/{lv}" for vg, lv in a.get("names", [])]
+    if "vg" in a and names:
+        names = [n for n in names if n.split("/")[0] == a["vg"]]
+        if not names:
+            return []
+    positional = names or ([a["vg"]] if "vg" in a else [])
+    expect = [Expect("lv", n) for n in names] or [Expect("vg", n) for n in positional]
+    lvs: list[LV] = await svc.read(svc.lvm.lvs(positional, a.get("select")), expect)
+    wanted = set(a.get("tags", []))
+    return [lv for lv in lvs if wanted <= set(lv.tags)]
+
+
+async def _report(svc: Service, call: Call) -> dict[str, Any]:
+    vg = call.args.get("vg")
+    pvs, vgs, lvs = await svc.read(svc.lvm.fullreport(vg),
+                                   [Expect("vg", vg)] if vg else [])
+    return {"pvs": pvs, "vgs": vgs, "lvs": lvs}
+
+
+async def _jobs(svc: Service, call: Call) -> list[Any]:
+    return [job.to_wire() for job in svc.jobs.all()]
+
+
+async def _job_status(svc: Service, call: Call) -> dict[str, Any]:
+    return svc.jobs.get(call.args["job"]).to_wire()
+
+
+# ---- changes ---------------------------------------------------------------
+
+def _tag_args(option: str, tags: list[str]) -> list[str]:
+    return [arg for tag in tags for arg in (option, tag)]
+
+
+def _yn(value: bool) -> str:
+    return "y" if value else "n"
+
+
+async def _pvcreate(svc: Service, call: Call) -> list[Any]:
+    devices = call.args["devices"]
+    await svc.change(call, "pvcreate", devices, [Expect("pv", d, False) for d in devices],
+                     [("pv", d) for d in devices])
+    return await svc.lvm.pvs(devices)
+
+
+async def _pvremove(svc: Service, call: Call) -> dict[str, Any]:
+    devices = call.args["devices"]
+    await svc.change(call, "pvremove", devices, [Expect("pv", d) for d in devices],
+                     [("pv", d) for d in devices])
+    return {"removed": devices}
+
+
+async def _vgcreate(svc: Service, call: Call) -> Any:
+    a = call.args
+    args = ["--yes", *_tag_args("--addtag", a.get("tags", []))]
+    if "extent_size" in a:
+        args += ["--physicalextentsize", size_arg(a["extent_size"])]
+    await svc.change(call, "vgcreate", [*args, a["name"], *a["devices"]],
+                     [Expect("vg", a["name"], False)],
+                     [("vg", a["name"]), *(("pv", d) for d in a["devices"])])
+    return (await svc.lvm.vgs([a["name"]]))[0]
+
+
+async def _vgremove(svc: Service, call: Call) -> dict[str, Any]:
+    vg, force = call.args["vg"], call.args.get("force", False)
+    if not force:
+        found = await svc.read(svc.lvm.vgs([vg]), [Expect("vg", vg)])
+        if found and found[0].lv_count:
+            raise InvalidRequest(f"VG {vg!r} holds {found[0].lv_count} LV(s); remove them "
+                                 "first or pass force=true", field="force")
+    await svc.change(call, "vgremove", ["--force", "--yes", vg] if force else [vg],
+                     [Expect("vg", vg)], [("vg", vg)])
+    return {"removed": [vg]}
+
+
+async def _lvcreate(svc: Service, call: Call) -> Any:
+    a = call.args
+    vg, name = a["vg"], a["name"]
+    if ("size" in a) == ("extents" in a):
+        raise InvalidRequest("give exactly one of size and extents", field="size")
+    args = ["--yes", "--name", name]
+    args += ["--size", size_arg(a["size"])] if "size" in a else ["--extents", a["extents"]]
+    args += _tag_args("--addtag", a.get("tags", []))
+    if "activate" in a:
+        args += ["--activate", _yn(a["activate"])]
+    if "zero" in a:
+        args += ["--zero", _yn(a["zero"])]
+    await svc.change(call, "lvcreate", [*args, vg],
+                     [Expect("vg", vg), Expect("lv", f"{vg}/{name}", False)],
+                     [("lv", f"{vg}/{name}"), ("vg", vg)])
+    return (await svc.lvm.lvs([f"{vg}/{name}"]))[0]
+
+
+async def _lvremove(svc: Service, call: Call) -> dict[str, Any]:
+    vg, lv = call.args["lv"]
+    full = f"{vg}/{lv}"
+    await svc.change(call, "lvremove", ["--yes", full], [Expect("lv", full)],
+                     [("lv", full), ("vg", vg)])
+    return {"removed": [full]}
+
+
+async def _lvresize(svc: Service, call: Call) -> Any:
+    vg, lv = call.args["lv"]
+    full, size = f"{vg}/{lv}", call.args["size"]
+    current = await svc.read(svc.lvm.lvs([full]), [Expect("lv", full)])
+    if not current:
+        raise NotFound(f"LV {full!r} not found", object_type="lv", object_name=full)
+    shrink = size < current[0].size
+    if shrink:
+        if not call.args.get("force", False):
+            raise InvalidRequest(f"shrinking {full} from {current[0].size} to {size} bytes "
+                                 "destroys data beyond the new end; pass force=true",
+                                 field="force")
+        await call.require(Role.DESTROY)
+    args = ["--size", size_arg(size), *(["--force"] if shrink else []), full]
+    await svc.change(call, "lvresize", args, [Expect("lv", full)], [("lv", full), ("vg", vg)])
+    return (await svc.lvm.lvs([full]))[0]
+
+
+# ---- the table ------------------------------------------------------------------
+
+_Q, _M, _D = Role.QUERY, Role.MANAGE, Role.DESTROY
+_WAIT = {"wait": Param(v.wait)}
+_DEVICES = Param(v.devices, True, "devices")
+_VG = Param(v.vg_name, True, "vg")
+_LV = Param(v.lv_path, True, "lv")
+
+
+def _lock_vg(key: str) -> Callable[[dict[str, Any]], tuple[str, ...]]:
+    return lambda args: (args[key] if isinstance(args[key], str) else args[key][0],)
+
+
+def _table(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
+
+METHODS: dict[str, Method] = _table(
+    Method("ping", _Q, _ping),
+    Method("version", _Q, _version),
+    Method("status", _Q, _status),
+    Method("subscribe", _Q, _ping),  # the transport attaches the listener on success
+    Method("pvs", _Q, _pvs, {"names": Param(v.string_list_of(v.device_path)),
+                             "vg": Param(v.vg_name), "select": Param(v.select)}),
+    Method("vgs", _Q, _vgs, {"names": Param(v.string_list_of(v.vg_name)),
+                             "select": Param(v.select)}),
+    Method("lvs", _Q, _lvs, {"vg": Param(v.vg_name), "names": Param(v.string_list_of(v.lv_path)),
+                             "tags": Param(v.tags), "select": Param(v.select)}),
+    Method("report", _Q, _report, {"vg": Param(v.vg_name)}),
+    Method("jobs", _Q, _jobs),
+    Method("job_status", _Q, _job_status, {"job": Param(v.job_id, True)}),
+    Method("pvcreate", _M, _pvcreate, {"devices": _DEVICES, **_WAIT}, True,
+           lambda args: (ORPHANS,)),
+    Method("pvremove", _D, _pvremove, {"devices": _DEVICES, **_WAIT}, True,
+           lambda args: (ORPHANS,)),
+    Method("vgcreate", _M, _vgcreate, {"name": Param(v.vg_name, True, "vg"),
+                                       "devices": _DEVICES, "extent_size": Param(v.extent_size),
+                                       "tags": Param(v.tags), **_WAIT}, True,
+           lambda args: (ORPHANS, args["name"])),
+    Method("vgremove", _D, _vgremove, {"vg": _VG, "force": Param(v.boolean), **_WAIT}, True,
+           lambda args: (ORPHANS, args["vg"])),
+    Method("lvcreate", _M, _lvcreate, {"vg": _VG, "name": Param(v.lv_name, True),
+                                       "size": Param(v.size), "extents": Param(v.extents),
+                                       "tags": Param(v.tags), "activate": Param(v.boolean),
+                                       "zero": Param(v.boolean), **_WAIT}, True,
+           _lock_vg("vg")),
+    Method("lvremove", _D, _lvremove, {"lv": _LV, **_WAIT}, True, _lock_vg("lv")),
+    Method("lvresize", _M, _lvresize, {"lv": _LV, "size": Param(v.size, True),
+                                       "force": Param(v.boolean), **_WAIT}, True,
+           _lock_vg("lv")),
+)

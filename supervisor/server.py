@@ -1,0 +1,176 @@
+"""The Unix-socket transport: decode lines, identify the peer, call the core, encode.
+
+Rules: the caller's identity is SO_PEERCRED, taken once at accept. Requests on one
+connection run concurrently (pipelining) and answer in completion order. A bad line
+(invalid JSON or over the size limit) is answered and ends the connection; any other
+bad request is answered and the connection stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from lvmsuper.client.errors import Busy, InvalidRequest, LvmSuperError
+from lvmsuper.client.protocol import (BadLine, LineCodec, encode_error, encode_result,
+                                      parse_request)
+
+from .auth import GroupAuthority, peer_caller
+from .service import Service
+
+__all__ = ["SocketServer", "bind_socket", "SocketInUse"]
+
+log = logging.getLogger("lvmsuperd.socket")
+
+MAX_PIPELINED = 64  # per connection; beyond it the server stops reading (backpressure)
+
+
+class SocketInUse(Exception):
+    """Another live daemon answers on the socket path."""
+
+
+def bind_socket(path: str, mode: int, gid: int) -> socket.socket:
+    """Binds ``path`` with ``mode`` and group ``gid``; replaces a stale socket file but
+    refuses (SocketInUse) when something is listening there."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: nobody listens
+        else:
+            raise SocketInUse(f"another lvmsuperd is already serving {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # never world-accessible, not even between bind and chmod
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chown(path, 0 if os.geteuid() == 0 else -1, gid)
+    os.chmod(path, mode)
+    sock.listen(128)
+    return sock
+
+
+class SocketServer:
+    def __init__(self, service: Service, sock: socket.socket) -> None:
+        self.service = service
+        self.sock = sock
+        self.authority = GroupAuthority(service.config)
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.sock.setblocking(False)
+        self.server = await asyncio.start_unix_server(self._accept, sock=self.sock,
+                                                      limit=64 * 1024)
+        self.service.transports.append("socket")
+
+    async def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        stats = self.service.stats
+        if stats.clients >= self.service.config.max_connections:
+            busy = Busy(f"too many connections (max_connections = "
+                        f"{self.service.config.max_connections}); retry later", retry_after=1)
+            writer.write(LineCodec.encode(encode_error(None, busy)))
+            await _close(writer)
+            return
+        self.connections.add(task)
+        stats.clients += 1
+        try:
+            await Connection(self, reader, writer).serve()
+        finally:
+            stats.clients -= 1
+            self.connections.discard(task)
+
+
+class Connection:
+    def __init__(self, server: SocketServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.service = server.service
+        self.reader = reader
+        self.writer = writer
+        self.caller = peer_caller(writer.get_extra_info("socket"))
+        self.codec = LineCodec(self.service.config.max_request_bytes)
+        self.pending: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(MAX_PIPELINED)
+        self.unsubscribe: Any = None
+
+    async def serve(self) -> None:
+        try:
+            while not self.codec.broken:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                for message in self.codec.feed(data):
+                    if isinstance(message, BadLine):
+                        self.send(encode_error(None, message.error))
+                        break
+                    await self.slots.acquire()
+                    task = asyncio.create_task(self.handle(message))
+                    self.pending.add(task)
+                    task.add_done_callback(self._done)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if self.unsubscribe is not None:
+                self.unsubscribe()
+            # Requests still running are reads or waits on jobs: a change runs on in its
+            # job whatever happens here.
+            for task in self.pending:
+                task.cancel()
+            await _close(self.writer)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        self.slots.release()
+
+    async def handle(self, message: Any) -> None:
+        rid = message.get("id") if isinstance(message, dict) else None
+        try:
+            request = parse_request(message)
+            rid = request.id
+            result = await self.service.call(self.caller, request.method, request.params,
+                                             self.server.authority)
+            if request.method == "subscribe":
+                self.subscribe()
+            self.send(encode_result(rid, result))
+        except LvmSuperError as exc:
+            if isinstance(exc, InvalidRequest) and "id" in exc.data:
+                rid = exc.data["id"]
+            self.send(encode_error(rid if isinstance(rid, (int, str)) else None, exc))
+
+    def subscribe(self) -> None:
+        """From now on this connection also gets a ``changed`` notification per change."""
+        if self.unsubscribe is None:
+            self.unsubscribe = self.service.subscribe(
+                lambda objects: self.send({"jsonrpc": "2.0", "method": "changed",
+                                           "params": {"objects": objects}}))
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(LineCodec.encode(message))
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass
