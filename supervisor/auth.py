@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import grp
+import os
+import pwd
 import socket
 import struct
 from dataclasses import dataclass
@@ -71,14 +73,21 @@ def process_name(pid: int) -> str:
         return "?"
 
 
+def _groups_of(uid: int, gid: int) -> frozenset[int]:
+    try:
+        return frozenset(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except KeyError:
+        return frozenset()
+
+
 def peer_caller(sock: socket.socket) -> Caller:
     """The peer of a connected Unix socket, as the kernel saw it at connect time."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
-    groups: frozenset[int] = frozenset()
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        # Python caps the buffer at 1024 bytes: 256 groups, more than NGROUPS in practice.
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
         groups = frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
     except OSError:
-        pass  # kernels before 4.13: primary group only
+        groups = _groups_of(uid, gid)  # kernels before 4.13, or more than 256 groups
     return Caller(uid=uid, gid=gid, pid=pid, comm=process_name(pid), groups=groups)

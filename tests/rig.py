@@ -1,0 +1,326 @@
+"""The system-test rig: loop-device sandboxes, throwaway users, a running lvmsuperd.
+
+Safety rules kept here, once: LVM only ever sees the loop devices a sandbox created
+(its lvm.conf filter admits exactly those); only those loops are detached; only
+processes started here are stopped, by PID; every file under /etc that is touched is
+restored byte for byte, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+LVM = shutil.which("lvm", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/lvm"
+
+# Test users and groups: in-group (all roles), query-only, manage (no destroy), none.
+GROUP_ALL, GROUP_QUERY, GROUP_MANAGE = "lvmsupert", "lvmsupertq", "lvmsupertm"
+USERS = {"lvmst-admin": [GROUP_ALL], "lvmst-query": [GROUP_QUERY],
+         "lvmst-manage": [GROUP_QUERY, GROUP_MANAGE], "lvmst-out": []}
+ETC_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+
+
+def need_system(ok: bool, reason: str) -> None:
+    """Skip when run by hand without the system; fail under CI (never green by skipping)."""
+    if ok:
+        return
+    if os.environ.get("LVMSUPER_REQUIRE_SYSTEM") == "1":
+        pytest.fail(f"system test cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def system_ready() -> None:
+    need_system(os.geteuid() == 0, "needs root")
+    need_system(os.path.exists(LVM), "needs lvm2")
+    need_system(os.path.exists("/dev/loop-control"), "needs loop devices")
+
+
+# ---- /etc ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def etc_restored(*paths: str) -> Iterator[None]:
+    """Restores each file byte for byte (or removes it if it did not exist)."""
+    saved = {p: Path(p).read_bytes() if os.path.exists(p) else None for p in paths}
+    modes = {p: os.stat(p) for p in paths if os.path.exists(p)}
+    try:
+        yield
+    finally:
+        for path, data in saved.items():
+            if data is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            Path(path).write_bytes(data)
+            st = modes[path]
+            os.chmod(path, st.st_mode & 0o7777)
+            os.chown(path, st.st_uid, st.st_gid)
+
+
+def create_users() -> None:
+    """Creates the test groups and users (left over ones from a killed run are reused)."""
+    for group in (GROUP_ALL, GROUP_QUERY, GROUP_MANAGE):
+        with contextlib.suppress(KeyError):
+            grp.getgrnam(group)
+            continue
+        subprocess.run(["groupadd", "--system", group], check=True)
+    for user, groups in USERS.items():
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(user)
+            continue
+        argv = ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", user]
+        if groups:
+            argv[1:1] = ["--groups", ",".join(groups)]
+        subprocess.run(argv, check=True)
+
+
+def as_user(user: str) -> dict[str, Any]:
+    """subprocess kwargs to run as ``user`` with exactly its groups (not root's)."""
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid,
+            "extra_groups": os.getgrouplist(user, pw.pw_gid), "cwd": "/"}
+
+
+def run_as(user: str | None, argv: Sequence[str], env: dict[str, str] | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    kwargs = as_user(user) if user else {}
+    full_env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    full_env.update(env or {})
+    return subprocess.run(list(argv), capture_output=True, text=True, env=full_env,
+                          timeout=timeout, **kwargs)
+
+
+# ---- loop-device sandbox ------------------------------------------------------------
+
+def has_device_mapper() -> bool:
+    """True when the kernel has device-mapper (a /dev/mapper/control node alone is not
+    proof: this host has the node but no driver)."""
+    with open("/proc/misc") as fh:
+        return any(line.split()[1:] == ["device-mapper"] for line in fh)
+
+
+class Sandbox:
+    """Sparse files on loop devices and an LVM_SYSTEM_DIR that sees only them."""
+
+    def __init__(self, count: int = 4, size_mib: int = 64) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="lvmsuper-test-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)  # unprivileged users must reach sockets in here
+        self.loops: list[str] = []
+        try:
+            for i in range(count):
+                image = self.dir / f"disk{i}.img"
+                with open(image, "wb") as fh:
+                    fh.truncate(size_mib * 2**20)
+                out = subprocess.run(["losetup", "--find", "--show", str(image)],
+                                     check=True, capture_output=True, text=True)
+                self.loops.append(out.stdout.strip())
+            self.system_dir = self.dir / "lvm"
+            self.system_dir.mkdir()
+            self._write_lvm_conf()
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _write_lvm_conf(self) -> None:
+        accept = ", ".join(f'"a|^{dev}$|"' for dev in self.loops)
+        activation = 1 if has_device_mapper() else 0
+        (self.system_dir / "lvm.conf").write_text(
+            "devices {\n"
+            f'  filter = [ {accept}, "r|.*|" ]\n'
+            f'  global_filter = [ {accept}, "r|.*|" ]\n'
+            '  hints = "none"\n  use_devicesfile = 0\n  obtain_device_list_from_udev = 0\n'
+            "}\n"
+            f'global {{\n  activation = {activation}\n  use_aio = 0\n'
+            f'  locking_dir = "{self.dir}/lock"\n}}\n'
+            f'backup {{\n  backup_dir = "{self.dir}/backup"\n  archive_dir = "{self.dir}/archive"\n}}\n'
+            "activation {\n  udev_sync = 0\n  udev_rules = 0\n  monitoring = 0\n}\n")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"LVM_SYSTEM_DIR": str(self.system_dir), "LVM_SUPPRESS_FD_WARNINGS": "1",
+                "LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def lvm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """LVM run directly as root, against this sandbox only."""
+        return subprocess.run([LVM, *args], capture_output=True, text=True, env=self.env,
+                              check=check, stdin=subprocess.DEVNULL)
+
+    def report(self, kind: str, fields: str, *names: str) -> list[dict[str, str]]:
+        out = self.lvm(f"{kind}s", "--reportformat", "json", "--units", "b", "--nosuffix",
+                       "-o", fields, *names).stdout
+        return json.loads(out)["report"][0][kind]  # type: ignore[no-any-return]
+
+    def state(self) -> dict[str, Any]:
+        """Everything LVM knows here, for 'nothing changed' comparisons."""
+        return {"pv": self.report("pv", "pv_name,pv_uuid,vg_name,pv_size,pv_tags"),
+                "vg": self.report("vg", "vg_name,vg_uuid,vg_seqno,vg_tags"),
+                "lv": self.report("lv", "lv_full_name,lv_uuid,lv_size,lv_tags")}
+
+    def wipe(self) -> None:
+        for vg in self.report("vg", "vg_name"):
+            self.lvm("vgremove", "--force", "--force", "--yes", vg["vg_name"], check=False)
+        for pv in self.report("pv", "pv_name"):
+            self.lvm("pvremove", "--force", "--force", "--yes", pv["pv_name"], check=False)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.wipe()
+        for dev in self.loops:
+            subprocess.run(["losetup", "--detach", dev], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- the daemon ---------------------------------------------------------------------
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+class Daemon:
+    """lvmsuperd started as a subprocess on a sandbox, stopped by its PID."""
+
+    def __init__(self, sandbox: Sandbox, name: str = "d", **sections: dict[str, Any]) -> None:
+        self.sandbox = sandbox
+        self.socket = str(sandbox.dir / f"{name}.sock")
+        self.config_path = sandbox.dir / f"{name}.toml"
+        config: dict[str, dict[str, Any]] = {
+            "server": {"socket": self.socket, "socket_group": GROUP_ALL,
+                       "socket_mode": "0666"},
+            "lvm": {"system_dir": str(sandbox.system_dir)},
+            "access": {"query": [GROUP_ALL, GROUP_QUERY], "manage": [GROUP_ALL, GROUP_MANAGE],
+                       "destroy": [GROUP_ALL]},
+            "policy": {"devices": list(sandbox.loops)},
+            "dbus": {"enabled": False},
+        }
+        for section, values in sections.items():
+            config.setdefault(section, {}).update(values)
+        self.config_path.write_text("".join(
+            f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+            for section, values in config.items()))
+        self.log_path = sandbox.dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> Daemon:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(VENV_BIN / "lvmsuperd"), "--config",
+                                      str(self.config_path)], stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, env=_daemon_env())
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lvmsuperd exited with {self.proc.returncode}:\n"
+                                   + self.log())
+            if _answers(self.socket):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("lvmsuperd did not start serving:\n" + self.log())
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _daemon_env() -> dict[str, str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    return env
+
+
+def _answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(path)
+            s.sendall(b'{"jsonrpc":"2.0","id":0,"method":"ping"}\n')
+            return b'"result"' in s.recv(4096)
+    except OSError:
+        return False
+
+
+class Raw:
+    """A raw line-protocol connection, for hostile-input tests."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(20)
+        self.sock.connect(path)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, method: str, params: Any = None, rid: Any = 1) -> dict[str, Any]:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(json.dumps(msg).encode() + b"\n")
+        return self.recv()
+
+    def recv(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def python_as(user: str, code: str, socket_path: str) -> subprocess.CompletedProcess[str]:
+    """Runs Python ``code`` with the project's venv as ``user``."""
+    return run_as(user, [str(VENV_BIN / "python"), "-c", code],
+                  env={"LVMSUPER_SOCKET": socket_path, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def ctl(user: str | None, socket_path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_as(user, [str(VENV_BIN / "lvmsuperctl"), "--socket", socket_path, *args])
+
+
+def gid_of(group: str) -> int:
+    return grp.getgrnam(group).gr_gid
+
+
+__all__ = ["Sandbox", "Daemon", "Raw", "need_system", "system_ready", "etc_restored",
+           "create_users", "run_as", "python_as", "ctl", "USERS", "GROUP_ALL",
+           "GROUP_QUERY", "GROUP_MANAGE", "ETC_FILES", "REPO", "VENV_BIN", "gid_of"]
