@@ -1,0 +1,73 @@
+"""Packaging: the wheel ships every module (the package-dir mapping does not pick up new
+subpackages by itself), the client needs no third-party packages, and the public names
+are re-exported."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import lvmsuper.client as client_pkg
+from lvmsuper.client import errors, models
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_contains_every_module(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("lvmsuper-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder, package in (("client", "lvmsuper/client"), ("supervisor", "lvmsuper/supervisor")):
+        sources = sorted(p.name for p in (REPO / folder).rglob("*.py"))
+        assert sources, folder
+        for name in sources:
+            assert f"{package}/{name}" in names, f"{package}/{name} missing from the wheel"
+        assert f"{package}/py.typed" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "lvmsuperd = lvmsuper.supervisor.daemon:main" in text
+    assert "lvmsuperctl = lvmsuper.client.cli:main" in text
+
+
+def test_client_imports_only_the_standard_library() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    for path in (REPO / "client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            for root in roots:
+                assert root in stdlib or root == "lvmsuper", f"{path.name} imports {root}"
+
+
+def test_public_names_are_exported() -> None:
+    exported = set(client_pkg.__all__)
+    for name in errors.ERRORS_BY_NAME.values():
+        assert name.__name__ in exported
+    for model in ("PV", "VG", "LV", "Job"):
+        assert model in exported and getattr(models, model) is getattr(client_pkg, model)
+    for name in client_pkg.__all__:
+        assert hasattr(client_pkg, name), name
+
+
+def test_no_shell_sudo_pickle_or_eval_in_code() -> None:
+    for folder in ("client", "supervisor"):
+        for path in (REPO / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.keyword) and node.arg == "shell":
+                    raise AssertionError(f"{path}: shell= argument")
+                if isinstance(node, ast.Name) and node.id in ("eval", "exec"):
+                    raise AssertionError(f"{path}: {node.id}")
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    mods = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                    assert not any(m.split(".")[0] in ("pickle", "marshal") for m in mods), path
+                if isinstance(node, ast.Constant) and node.value in ("sudo", "/usr/bin/sudo"):
+                    raise AssertionError(f"{path}: runs sudo")
