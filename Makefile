@@ -33,7 +33,7 @@ typecheck: install
 		-p lvmsuper.client -p lvmsuper.supervisor
 
 test: install typecheck
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests --ignore=tests/dm
 
 test-unit: install
 	$(VENV)/bin/python -m pytest -q tests -m 'not system'
