@@ -27,7 +27,7 @@ _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2*
 
 def parse_size(text: str) -> int:
     """``10G``, ``512M``, ``1.5T``, ``4096`` (bytes); binary units (K = 1024)."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([BKMGTPE]?)(?:i?B)?\s*", text.upper())
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([BKMGTPE]?)(?:I?B)?\s*", text.upper())
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 10G or 512M")
     value = int(float(match.group(1)) * _UNITS[match.group(2)])

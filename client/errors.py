@@ -136,4 +136,7 @@ def error_from_wire(error: Any) -> LvmSuperError:
     data = dict(data) if isinstance(data, dict) else {}
     cls = ERRORS_BY_NAME.get(str(data.pop("name", "")), LvmSuperError)
     code = error.get("code")
-    return cls(message, code=code if isinstance(code, int) else None, **data)
+    exc = cls(message, code=code if isinstance(code, int) and not isinstance(code, bool)
+              else None)
+    exc.data.update({k: v for k, v in data.items() if v is not None})
+    return exc

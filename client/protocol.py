@@ -68,7 +68,7 @@ class LineCodec:
 
     def _decode(self, line: bytes) -> Any:
         try:
-            value = json.loads(line.decode("utf-8"))
+            value = json.loads(line.decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError:
             return self._fail("request line is not valid UTF-8")
         except (ValueError, RecursionError) as exc:
@@ -85,6 +85,10 @@ class LineCodec:
     @staticmethod
     def encode(message: dict[str, Any]) -> bytes:
         return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _depth(value: Any) -> int:
