@@ -168,18 +168,41 @@ async def _vgremove(svc: Service, call: Call) -> dict[str, Any]:
 
 async def _lvcreate(svc: Service, call: Call) -> Any:
     a = call.args
-    vg, name = a["vg"], a["name"]
-    if ("size" in a) == ("extents" in a):
+    vg, name, kind = a["vg"], a["name"], a.get("type", "linear")
+    if ("size" in a) == ("extents" in a) and kind != "thin":
         raise InvalidRequest("give exactly one of size and extents", field="size")
+    needs = {"snapshot": "origin", "thin": "pool"}.get(kind)
+    for key in ("origin", "pool", "virtual_size"):
+        wanted = key == needs or (kind == "thin" and key == "virtual_size")
+        if wanted != (key in a):
+            raise InvalidRequest(f"{key} is {'required' if wanted else 'not allowed'} "
+                                 f"for type {kind!r}", field=key)
     args = ["--yes", "--name", name]
-    args += ["--size", size_arg(a["size"])] if "size" in a else ["--extents", a["extents"]]
+    if "size" in a:
+        args += ["--size", size_arg(a["size"])]
+    elif "extents" in a:
+        args += ["--extents", a["extents"]]
+    expect = [Expect("vg", vg), Expect("lv", f"{vg}/{name}", False)]
+    if kind == "snapshot":
+        args += ["--snapshot"]
+        expect.append(Expect("lv", f"{vg}/{a['origin']}"))
+    elif kind == "thin-pool":
+        args += ["--type", "thin-pool"]
+    elif kind == "thin":
+        args += ["--type", "thin", "--virtualsize", size_arg(a["virtual_size"]),
+                 "--thinpool", a["pool"]]
+        expect.append(Expect("lv", f"{vg}/{a['pool']}"))
     args += _tag_args("--addtag", a.get("tags", []))
-    if "activate" in a:
-        args += ["--activate", _yn(a["activate"])]
-    if "zero" in a:
-        args += ["--zero", _yn(a["zero"])]
-    await svc.change(call, "lvcreate", [*args, vg],
-                     [Expect("vg", vg), Expect("lv", f"{vg}/{name}", False)],
+    for key, option in (("activate", "--activate"), ("zero", "--zero"),
+                        ("contiguous", "--contiguous")):
+        if key in a:
+            args += [option, _yn(a[key])]
+    if "stripes" in a:
+        args += ["--stripes", str(a["stripes"])]
+    if "stripe_size" in a:
+        args += ["--stripesize", size_arg(a["stripe_size"])]
+    target = f"{vg}/{a['origin']}" if kind == "snapshot" else vg
+    await svc.change(call, "lvcreate", [*args, target, *a.get("devices", [])], expect,
                      [("lv", f"{vg}/{name}"), ("vg", vg)])
     return (await svc.lvm.lvs([f"{vg}/{name}"]))[0]
 
@@ -210,6 +233,86 @@ async def _lvresize(svc: Service, call: Call) -> Any:
     return (await svc.lvm.lvs([full]))[0]
 
 
+def _tag_changes(args: dict[str, Any]) -> list[str]:
+    return _tag_args("--addtag", args.get("add_tags", [])) + \
+        _tag_args("--deltag", args.get("del_tags", []))
+
+
+def _need_some(args: dict[str, Any], *keys: str) -> None:
+    if not any(k in args for k in keys):
+        raise InvalidRequest(f"give at least one of {', '.join(keys)}", field=keys[0])
+
+
+async def _pvresize(svc: Service, call: Call) -> Any:
+    dev = call.args["device"]
+    size = (["--setphysicalvolumesize", size_arg(call.args["size"])]
+            if "size" in call.args else [])
+    await svc.change(call, "pvresize", ["--yes", *size, dev], [Expect("pv", dev)],
+                     [("pv", dev)])
+    return (await svc.lvm.pvs([dev]))[0]
+
+
+async def _pvchange(svc: Service, call: Call) -> Any:
+    a, dev = call.args, call.args["device"]
+    _need_some(a, "allocatable", "add_tags", "del_tags")
+    args = (["--allocatable", _yn(a["allocatable"])] if "allocatable" in a else [])
+    await svc.change(call, "pvchange", [*args, *_tag_changes(a), dev], [Expect("pv", dev)],
+                     [("pv", dev)])
+    return (await svc.lvm.pvs([dev]))[0]
+
+
+async def _vgextend(svc: Service, call: Call) -> Any:
+    vg, devices = call.args["vg"], call.args["devices"]
+    await svc.change(call, "vgextend", ["--yes", vg, *devices], [Expect("vg", vg)],
+                     [("vg", vg), *(("pv", d) for d in devices)])
+    return (await svc.lvm.vgs([vg]))[0]
+
+
+async def _vgreduce(svc: Service, call: Call) -> Any:
+    vg, devices = call.args["vg"], call.args.get("devices", [])
+    if bool(devices) == call.args.get("missing", False):
+        raise InvalidRequest("give either devices or missing=true", field="devices")
+    args = devices or ["--removemissing"]
+    await svc.change(call, "vgreduce", [vg, *args] if devices else [*args, vg],
+                     [Expect("vg", vg), *(Expect("pv", d) for d in devices)],
+                     [("vg", vg), *(("pv", d) for d in devices)])
+    return (await svc.lvm.vgs([vg]))[0]
+
+
+async def _vgrename(svc: Service, call: Call) -> Any:
+    vg, new = call.args["vg"], call.args["new_name"]
+    await svc.change(call, "vgrename", [vg, new], [Expect("vg", vg), Expect("vg", new, False)],
+                     [("vg", vg), ("vg", new)])
+    return (await svc.lvm.vgs([new]))[0]
+
+
+async def _vgchange(svc: Service, call: Call) -> Any:
+    a, vg = call.args, call.args["vg"]
+    _need_some(a, "activate", "add_tags", "del_tags")
+    args = (["--activate", _yn(a["activate"])] if "activate" in a else [])
+    await svc.change(call, "vgchange", [*args, *_tag_changes(a), vg], [Expect("vg", vg)],
+                     [("vg", vg)])
+    return (await svc.lvm.vgs([vg]))[0]
+
+
+async def _lvrename(svc: Service, call: Call) -> Any:
+    (vg, lv), new = call.args["lv"], call.args["new_name"]
+    await svc.change(call, "lvrename", [vg, lv, new],
+                     [Expect("lv", f"{vg}/{lv}"), Expect("lv", f"{vg}/{new}", False)],
+                     [("lv", f"{vg}/{lv}"), ("lv", f"{vg}/{new}")])
+    return (await svc.lvm.lvs([f"{vg}/{new}"]))[0]
+
+
+async def _lvchange(svc: Service, call: Call) -> Any:
+    a, (vg, lv) = call.args, call.args["lv"]
+    _need_some(a, "activate", "permission", "add_tags", "del_tags")
+    args = (["--activate", _yn(a["activate"])] if "activate" in a else [])
+    args += ["--permission", a["permission"]] if "permission" in a else []
+    await svc.change(call, "lvchange", [*args, *_tag_changes(a), f"{vg}/{lv}"],
+                     [Expect("lv", f"{vg}/{lv}")], [("lv", f"{vg}/{lv}")])
+    return (await svc.lvm.lvs([f"{vg}/{lv}"]))[0]
+
+
 # ---- the table ------------------------------------------------------------------
 
 _Q, _M, _D = Role.QUERY, Role.MANAGE, Role.DESTROY
@@ -217,6 +320,7 @@ _WAIT = {"wait": Param(v.wait)}
 _DEVICES = Param(v.devices, True, "devices")
 _VG = Param(v.vg_name, True, "vg")
 _LV = Param(v.lv_path, True, "lv")
+_TAGS = {"add_tags": Param(v.tags), "del_tags": Param(v.tags)}
 
 
 def _lock_vg(key: str) -> Callable[[dict[str, Any]], tuple[str, ...]]:
@@ -251,11 +355,35 @@ METHODS: dict[str, Method] = _table(
            lambda args: (ORPHANS, args["name"])),
     Method("vgremove", _D, _vgremove, {"vg": _VG, "force": Param(v.boolean), **_WAIT}, True,
            lambda args: (ORPHANS, args["vg"])),
-    Method("lvcreate", _M, _lvcreate, {"vg": _VG, "name": Param(v.lv_name, True),
-                                       "size": Param(v.size), "extents": Param(v.extents),
-                                       "tags": Param(v.tags), "activate": Param(v.boolean),
-                                       "zero": Param(v.boolean), **_WAIT}, True,
-           _lock_vg("vg")),
+    Method("lvcreate", _M, _lvcreate, {
+        "vg": _VG, "name": Param(v.lv_name, True), "size": Param(v.size),
+        "extents": Param(v.extents), "tags": Param(v.tags), "activate": Param(v.boolean),
+        "zero": Param(v.boolean), "contiguous": Param(v.boolean),
+        "type": Param(v.choice("linear", "snapshot", "thin-pool", "thin")),
+        "origin": Param(v.lv_name), "pool": Param(v.lv_name), "virtual_size": Param(v.size),
+        "stripes": Param(v.stripes), "stripe_size": Param(v.extent_size),
+        "devices": Param(v.string_list_of(v.device_path)), **_WAIT}, True, _lock_vg("vg")),
+    Method("pvresize", _M, _pvresize, {"device": Param(v.device_path, True),
+                                       "size": Param(v.size), **_WAIT}, True,
+           lambda args: (ORPHANS,)),
+    Method("pvchange", _M, _pvchange, {"device": Param(v.device_path, True),
+                                       "allocatable": Param(v.boolean), **_TAGS, **_WAIT},
+           True, lambda args: (ORPHANS,)),
+    Method("vgextend", _M, _vgextend, {"vg": _VG, "devices": _DEVICES, **_WAIT}, True,
+           lambda args: (ORPHANS, args["vg"])),
+    Method("vgreduce", _D, _vgreduce, {"vg": _VG, "devices": Param(v.string_list_of(
+        v.device_path)), "missing": Param(v.boolean), **_WAIT}, True,
+        lambda args: (ORPHANS, args["vg"])),
+    Method("vgrename", _M, _vgrename, {"vg": _VG, "new_name": Param(v.vg_name, True, "vg"),
+                                       **_WAIT}, True,
+           lambda args: (args["vg"], args["new_name"])),
+    Method("vgchange", _M, _vgchange, {"vg": _VG, "activate": Param(v.boolean), **_TAGS,
+                                       **_WAIT}, True, _lock_vg("vg")),
+    Method("lvrename", _M, _lvrename, {"lv": _LV, "new_name": Param(v.lv_name, True),
+                                       **_WAIT}, True, _lock_vg("lv")),
+    Method("lvchange", _M, _lvchange, {"lv": _LV, "activate": Param(v.boolean),
+                                       "permission": Param(v.choice("r", "rw")), **_TAGS,
+                                       **_WAIT}, True, _lock_vg("lv")),
     Method("lvremove", _D, _lvremove, {"lv": _LV, **_WAIT}, True, _lock_vg("lv")),
     Method("lvresize", _M, _lvresize, {"lv": _LV, "size": Param(v.size, True),
                                        "force": Param(v.boolean), **_WAIT}, True,

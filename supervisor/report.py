@@ -46,8 +46,11 @@ def _drop_trailing_commas(text: str) -> str:
     in_string = escaped = False
     for i, ch in enumerate(text):
         if in_string:
-            escaped = ch == "\\" and not escaped
-            if ch == '"' and not escaped:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
                 in_string = False
         elif ch == '"':
             in_string = True

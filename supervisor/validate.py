@@ -16,7 +16,7 @@ from typing import Any
 
 from lvmsuper.client.errors import InvalidRequest
 
-__all__ = ["Checker", "vg_name", "lv_name", "lv_path", "device", "device_path", "devices", "extent_size", "job_id", "size",
+__all__ = ["Checker", "vg_name", "lv_name", "lv_path", "device", "device_path", "devices", "extent_size", "job_id", "stripes", "size",
            "extents", "tags", "boolean", "wait", "select", "string_list_of",
            "positive_int", "MAX_SIZE", "MAX_TAGS", "choice"]
 
@@ -167,6 +167,10 @@ def job_id(value: Any, field: str) -> str:
     if not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", text):
         raise _fail(field, f"{text!r:.40} is not a job id")
     return text
+
+
+def stripes(value: Any, field: str) -> int:
+    return _integer(value, field, 1, 128)
 
 
 def positive_int(value: Any, field: str) -> int:
