@@ -124,9 +124,11 @@ async def _keep_status(service: Service, notify: Notifier, stop: asyncio.Event,
                        activated: bool) -> None:
     """STATUS= kept current; WATCHDOG=1 at half the watchdog interval (this loop running
     is the proof the event loop is alive); idle exit when socket-activated."""
-    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    usec = _watchdog_usec()
     interval = min(2.0, usec / 2e6) if usec > 0 else 2.0
     idle = service.config.idle_timeout
+    if activated and idle > 0:
+        interval = min(interval, max(0.1, idle / 2))  # idle exit close to idle_timeout
     last, idle_since = "", loop_time()
     while not stop.is_set():
         await asyncio.sleep(interval)
@@ -143,6 +145,19 @@ async def _keep_status(service: Service, notify: Notifier, stop: asyncio.Event,
         elif activated and idle > 0 and loop_time() - idle_since >= idle:
             log.info("idle for %g s: exiting (socket activation restarts on demand)", idle)
             stop.set()
+
+
+def _watchdog_usec() -> int:
+    """WATCHDOG_USEC as sd_watchdog_enabled() reads it: 0 when unset or malformed, or
+    when WATCHDOG_PID names another process (the variable was inherited)."""
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        pid = os.environ.get("WATCHDOG_PID")
+        if pid and int(pid) != os.getpid():
+            return 0
+    except ValueError:
+        return 0
+    return max(usec, 0)
 
 
 def loop_time() -> float:

@@ -35,6 +35,9 @@ class Job:
     error: LvmSuperError | None = None
     finished: float | None = None
     done_at: float = field(default=0.0, repr=False)
+    # set by jobs LVM can stop cleanly (pvmove --abort); None: runs to completion
+    cancel: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
+    cancelled: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "method": self.method, "state": self.state,
@@ -68,10 +71,14 @@ class JobManager:
             job.state = "cancelled"
             return
         exc = task.exception()
-        if exc is None:
+        if exc is None and job.cancelled:
+            job.state = "cancelled"
+        elif exc is None:
             job.state, job.result = "succeeded", task.result()
             if job.progress is not None:
                 job.progress = 100
+        elif job.cancelled:
+            job.state = "cancelled"  # LVM reports the aborted move as a failure
         else:
             job.state = "failed"
             if isinstance(exc, LvmSuperError):

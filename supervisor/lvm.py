@@ -6,7 +6,7 @@ Every failure carries argv, rc, LVM's structured log entries and a stderr excerp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from lvmsuper.client.errors import LvmFailed, LvmOutputInvalid
@@ -20,7 +20,8 @@ __all__ = ["Lvm", "Runner", "FullReport"]
 
 
 class Runner(Protocol):
-    async def run(self, args: Sequence[str], *, timeout: float | None) -> RunResult: ...
+    async def run(self, args: Sequence[str], *, timeout: float | None,
+                  on_line: Callable[[str], None] | None = None) -> RunResult: ...
 
 
 FullReport = tuple[list[PV], list[VG], list[LV]]
@@ -43,8 +44,10 @@ class Lvm:
         self.timeout = timeout
         self.extra_config = extra_config
 
-    async def _run(self, args: list[str], *, change: bool) -> LvmDocument:
-        result = await self.runner.run(args, timeout=None if change else self.timeout)
+    async def _run(self, args: list[str], *, change: bool,
+                   on_line: Callable[[str], None] | None = None) -> LvmDocument:
+        result = await self.runner.run(args, timeout=None if change else self.timeout,
+                                       on_line=on_line)
         ctx: dict[str, Any] = {"argv": list(result.argv), "rc": result.rc,
                                "stderr": excerpt(result.stderr)}
         if result.truncated:
@@ -54,6 +57,8 @@ class Lvm:
             raise LvmFailed(f"LVM was killed by signal {-result.rc}", log=[], **ctx)
         if result.rc != 0:
             raise self._failure(result, ctx)
+        if on_line is not None:
+            return LvmDocument({}, [])  # progress text, not a JSON report
         return parse_document(result.stdout, **ctx)
 
     @staticmethod
@@ -96,6 +101,11 @@ class Lvm:
         """Runs a mutating command to completion (never killed)."""
         return await self._run(lvmcmd.change_argv(command, args,
                                                   extra_config=self.extra_config), change=True)
+
+    async def pvmove(self, args: Sequence[str], on_line: Callable[[str], None]) -> None:
+        """pvmove with progress lines (``-i``) fed to ``on_line``; never killed."""
+        await self._run(lvmcmd.change_argv("pvmove", args, extra_config=self.extra_config,
+                                           json_log=False), change=True, on_line=on_line)
 
     async def version(self) -> str:
         """LVM's version line, e.g. ``2.03.16(2) (2022-05-18)``."""

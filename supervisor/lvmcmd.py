@@ -78,10 +78,12 @@ def fullreport_argv(*, vg: str | None = None, extra_config: str | None = None) -
     return argv
 
 
-def change_argv(command: str, args: Sequence[str], *,
-                extra_config: str | None = None) -> list[str]:
-    """A mutating command; its output is LVM's JSON command log."""
-    return [*_common(command, extra_config), "--reportformat", "json", *args]
+def change_argv(command: str, args: Sequence[str], *, extra_config: str | None = None,
+                json_log: bool = True) -> list[str]:
+    """A mutating command; its output is LVM's JSON command log (``json_log``) or, for
+    pvmove, its progress lines."""
+    fmt = ["--reportformat", "json"] if json_log else []
+    return [*_common(command, extra_config), *fmt, *args]
 
 
 def size_arg(size: int) -> str:

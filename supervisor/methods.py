@@ -8,12 +8,13 @@ locks held; what it returns is reported by LVM after the change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lvmsuper.client import __version__
-from lvmsuper.client.errors import InvalidRequest, NotFound
+from lvmsuper.client.errors import InvalidRequest, LvmFailed, NotFound
 from lvmsuper.client.models import LV
 
 from . import validate as v
@@ -313,6 +314,47 @@ async def _lvchange(svc: Service, call: Call) -> Any:
     return (await svc.lvm.lvs([f"{vg}/{lv}"]))[0]
 
 
+_PROGRESS = re.compile(r"Moved:\s*([0-9]+(?:\.[0-9]+)?)%")
+
+
+async def _pvmove(svc: Service, call: Call) -> Any:
+    """Always a job; its progress follows LVM's ``-i 1`` lines."""
+    a, source = call.args, call.args["source"]
+    job = call.job
+    if job is not None:
+        job.progress = 0
+        job.cancel = lambda: svc.lvm.change("pvmove", ["--abort", source])
+
+    def progress(line: str) -> None:
+        match = _PROGRESS.search(line)
+        if match and job is not None:
+            job.progress = min(100, int(float(match.group(1))))
+
+    args = ["-i", "1"]
+    if "lv" in a:
+        args += ["--name", a["lv"][1]]
+    args += [source, *([a["destination"]] if "destination" in a else [])]
+    try:
+        await svc.lvm.pvmove(args, progress)
+    except LvmFailed as exc:
+        raise await svc.classify(exc, [Expect("pv", source)]) from None
+    call.changed += [{"type": "pv", "name": source}]
+    if "destination" in a:
+        call.changed += [{"type": "pv", "name": a["destination"]}]
+    return (await svc.lvm.pvs([source]))[0]
+
+
+async def _job_cancel(svc: Service, call: Call) -> dict[str, Any]:
+    job = svc.jobs.get(call.args["job"])
+    if job.state == "running":
+        if job.cancel is None:
+            raise InvalidRequest(f"job {job.id} ({job.method}) cannot be stopped cleanly; "
+                                 "it runs to completion", field="job")
+        await job.cancel()
+        job.cancelled = True
+    return job.to_wire()
+
+
 # ---- the table ------------------------------------------------------------------
 
 _Q, _M, _D = Role.QUERY, Role.MANAGE, Role.DESTROY
@@ -345,6 +387,11 @@ METHODS: dict[str, Method] = _table(
     Method("report", _Q, _report, {"vg": Param(v.vg_name)}),
     Method("jobs", _Q, _jobs),
     Method("job_status", _Q, _job_status, {"job": Param(v.job_id, True)}),
+    Method("job_cancel", _M, _job_cancel, {"job": Param(v.job_id, True)}),
+    Method("pvmove", _M, _pvmove, {"source": Param(v.device_path, True),
+                                   "destination": Param(v.device_path),
+                                   "lv": Param(v.lv_path), **_WAIT}, True,
+           lambda args: ("#pvmove:" + args["source"],)),
     Method("pvcreate", _M, _pvcreate, {"devices": _DEVICES, **_WAIT}, True,
            lambda args: (ORPHANS,)),
     Method("pvremove", _D, _pvremove, {"devices": _DEVICES, **_WAIT}, True,

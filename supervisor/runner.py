@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +70,10 @@ class ExecRunner:
         self.max_output = max_output
         self.recent: collections.deque[CommandRecord] = collections.deque(maxlen=history)
 
-    async def run(self, args: Sequence[str], *, timeout: float | None) -> RunResult:
-        """Runs ``lvm ARGS``; ``timeout`` None means a change: never killed."""
+    async def run(self, args: Sequence[str], *, timeout: float | None,
+                  on_line: Callable[[str], None] | None = None) -> RunResult:
+        """Runs ``lvm ARGS``; ``timeout`` None means a change: never killed.
+        ``on_line`` sees each stdout line as it arrives (pvmove's progress)."""
         argv = (self.binary, *args)
         started = time.monotonic()
         try:
@@ -87,7 +89,8 @@ class ExecRunner:
         assert proc.stdout is not None and proc.stderr is not None
         # The readers are never cancelled: they drain both pipes to EOF, so a killed
         # child always leaves closed pipes and a reaped pid behind.
-        io = asyncio.gather(self._read(proc.stdout), self._read(proc.stderr), proc.wait())
+        io = asyncio.gather(self._read(proc.stdout, on_line), self._read(proc.stderr),
+                            proc.wait())
         try:
             # A change (timeout None) is shielded: a cancelled caller cannot stop it.
             (out, out_cut), (err, _), rc = await asyncio.wait_for(asyncio.shield(io), timeout)
@@ -108,10 +111,17 @@ class ExecRunner:
             log.error("LVM was killed by signal %d: %s", -rc, " ".join(argv[:2]))
         return result
 
-    async def _read(self, stream: asyncio.StreamReader) -> tuple[bytes, bool]:
+    async def _read(self, stream: asyncio.StreamReader,
+                    on_line: Callable[[str], None] | None = None) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
         size, cut = 0, False
-        while chunk := await stream.read(65536):
+        read = stream.readline if on_line else lambda: stream.read(65536)
+        while chunk := await read():
+            if on_line:
+                try:
+                    on_line(chunk.decode("utf-8", "replace").strip())
+                except Exception:
+                    log.exception("output callback failed")
             if size + len(chunk) > self.max_output:
                 cut = True
                 continue  # keep draining so the child never blocks on a full pipe

@@ -30,7 +30,7 @@ from lvmsuper.client.protocol import method_not_found
 from .audit import audit
 from .auth import Authority, Caller, Role
 from .config import Config
-from .jobs import JobManager
+from .jobs import Job, JobManager
 from .lvm import Lvm
 from .methods import METHODS, Expect, Method
 
@@ -51,6 +51,7 @@ class Call:
     args: dict[str, Any]
     authority: Authority
     changed: list[dict[str, str]] = field(default_factory=list)
+    job: Job | None = None
 
     async def require(self, role: Role) -> None:
         if not await self.authority.allowed(self.caller, role):
@@ -167,17 +168,19 @@ class Service:
     # ---- changes ----------------------------------------------------------------
 
     async def _change_call(self, call: Call, params: dict[str, Any]) -> Any:
-        wait = call.args.pop("wait", None)
+        wait = 0 if call.method.name == "pvmove" else call.args.pop("wait", None)
+        call.args.pop("wait", None)
         self._check_policy(call)
         shown = {k: v for k, v in params.items() if k != "wait"}
         job = self.jobs.start(call.method.name, call.caller.uid,
-                              lambda job: self._run_change(call, shown))
+                              lambda job: self._run_change(call, shown, job))
         if wait is None:
             return await asyncio.shield(job.task)  # a gone caller never stops a change
         done, _ = await asyncio.wait([job.task], timeout=wait)
         return job.task.result() if done else {"job": job.id}
 
-    async def _run_change(self, call: Call, shown: dict[str, Any]) -> Any:
+    async def _run_change(self, call: Call, shown: dict[str, Any], job: Job) -> Any:
+        call.job = job
         started = time.monotonic()
         outcome = "ok"
         try:
@@ -214,7 +217,7 @@ class Service:
         try:
             await self.lvm.change(command, args)
         except LvmFailed as exc:
-            raise await self._classify(exc, expect) from None
+            raise await self.classify(exc, expect) from None
         call.changed += [{"type": kind, "name": name} for kind, name in changed]
 
     # ---- reads ----------------------------------------------------------------------
@@ -226,7 +229,7 @@ class Service:
                 async with self._slots:
                     return await run
         except LvmFailed as exc:
-            raise await self._classify(exc, expect) from None
+            raise await self.classify(exc, expect) from None
         finally:
             if asyncio.iscoroutine(run):
                 run.close()  # refused with Busy before it ran
@@ -239,11 +242,11 @@ class Service:
         return _counting(stats)
 
     async def ensure_exists(self, expect: Expect) -> None:
-        error = await self._classify(None, [expect])
+        error = await self.classify(None, [expect])
         if error is not None:
             raise error
 
-    async def _classify(self, exc: LvmFailed | None, expect: list[Expect]) -> Any:
+    async def classify(self, exc: LvmFailed | None, expect: list[Expect]) -> Any:
         """NotFound / AlreadyExists when LVM's own report shows the cause, else ``exc``."""
         if not expect:
             return exc
