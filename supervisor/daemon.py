@@ -16,6 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
+from lvmsuper.client.errors import LvmSuperError
+
 from .config import Config, ConfigError, check_socket_group, load_config
 from .lvm import Lvm
 from .runner import ExecRunner
@@ -91,6 +93,10 @@ async def serve(config: Config) -> int:
     runner = ExecRunner(config.lvm_binary, system_dir=config.lvm_system_dir)
     lvm = Lvm(runner, timeout=config.lvm_timeout, extra_config=config.lvm_extra_config)
     service = Service(config, lvm, recent=runner.recent)
+    try:  # proves the lvm binary runs, and status never needs an LVM slot for it
+        await service.lvm_version()
+    except LvmSuperError as exc:
+        log.warning("cannot read LVM's version: %s", exc.message)
     sock, activated = _listen_socket(config)
     server = SocketServer(service, sock)
     await server.start()

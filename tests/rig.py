@@ -324,3 +324,57 @@ def gid_of(group: str) -> int:
 __all__ = ["Sandbox", "Daemon", "Raw", "need_system", "system_ready", "etc_restored",
            "create_users", "run_as", "python_as", "ctl", "USERS", "GROUP_ALL",
            "GROUP_QUERY", "GROUP_MANAGE", "ETC_FILES", "REPO", "VENV_BIN", "gid_of"]
+
+
+# ---- faults real LVM will not produce on demand ------------------------------------------
+
+def fake_lvm(sandbox: Sandbox, name: str, *, before: str = "", slow: dict[str, float] | None = None,
+             exec_real: bool = True) -> str:
+    """A shell-script ``lvm`` in the sandbox: logs "start CMD LASTARG" / "end CMD LASTARG"
+    lines to ``<name>.calls``, runs ``before`` (shell), sleeps for the commands in
+    ``slow``, then (``exec_real``) runs the real LVM with the same argv."""
+    calls = sandbox.dir / f"{name}.calls"
+    cases = "".join(f"  {cmd}) sleep {secs};;\n" for cmd, secs in (slow or {}).items())
+    script = sandbox.dir / f"{name}-lvm"
+    script.write_text(
+        "#!/bin/sh\n"
+        "for last; do :; done\n"
+        f'echo "start $1 $last" >> {calls}\n'
+        f"{before}\n"
+        f'case "$1" in\n{cases}  *) ;;\nesac\n'
+        + (f'{LVM} "$@"\nrc=$?\n' if exec_real else "rc=0\n")
+        + f'echo "end $1 $last" >> {calls}\n'
+        "exit $rc\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def calls(sandbox: Sandbox, name: str) -> list[tuple[str, str, str]]:
+    path = sandbox.dir / f"{name}.calls"
+    if not path.exists():
+        return []
+    return [tuple(line.split(" ", 2)) for line in path.read_text().splitlines()  # type: ignore[misc]
+            if line.count(" ") >= 2]
+
+
+@contextlib.contextmanager
+def journald() -> Iterator[None]:
+    """A real systemd-journald for the duration; what it created in /run is removed."""
+    binary = "/lib/systemd/systemd-journald"
+    need_system(os.path.exists(binary), "needs systemd-journald")
+    need_system(not os.path.exists("/run/systemd/journal/socket"),
+                "a journald already runs here; the test needs its own")
+    created = [p for p in ("/run/systemd/journal", "/run/log/journal", "/run/log")
+               if not os.path.exists(p)]
+    proc = subprocess.Popen([binary], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists("/run/systemd/journal/socket"):
+            assert time.monotonic() < deadline, "journald did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)

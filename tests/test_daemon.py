@@ -1,0 +1,224 @@
+"""The daemon under concurrency, faults, shutdown and journald.
+
+A fake ``lvm`` (a shell script that logs, sleeps or misbehaves, then runs the real LVM)
+is used only to make LVM slow or broken on demand; every change still happens in real
+LVM on the sandbox's loop devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+import rig
+from lvmsuper.client import AsyncClient, Busy, Client, LvmOutputInvalid, Timeout
+
+pytestmark = pytest.mark.system
+MiB = 2**20
+
+
+def start(sandbox: rig.Sandbox, name: str, lvm_binary: str, **sections: Any) -> rig.Daemon:
+    lvm_section = {"binary": lvm_binary, **sections.pop("lvm", {})}
+    return rig.Daemon(sandbox, name, lvm=lvm_section, **sections).start()
+
+
+def two_vgs(lvm: rig.Sandbox) -> None:
+    lvm.lvm("pvcreate", lvm.loops[0], lvm.loops[1])
+    lvm.lvm("vgcreate", "vga", lvm.loops[0])
+    lvm.lvm("vgcreate", "vgb", lvm.loops[1])
+
+
+def test_one_vg_serialised_vgs_in_parallel_reads_never_wait(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    two_vgs(lvm)
+    d = start(sandbox, "serial", rig.fake_lvm(sandbox, "serial", slow={"lvcreate": 1.0}))
+    done: list[str] = []
+
+    async def scenario() -> None:
+        async with AsyncClient(d.socket) as c:
+            async def run(label: str, coro: Any) -> None:
+                await coro
+                done.append(label)
+            changes = [run(f"{vg}/{lv}", c.call("lvcreate", vg=vg, name=lv, size=MiB))
+                       for vg, lv in (("vga", "one"), ("vga", "two"), ("vgb", "three"))]
+            tasks = [asyncio.create_task(x) for x in changes]
+            await asyncio.sleep(0.3)
+            await run("read", c.vgs())
+            await asyncio.gather(*tasks)
+    try:
+        asyncio.run(scenario())
+    finally:
+        d.stop()
+    assert done[0] == "read", done  # the read did not queue behind the slow changes
+    log = [(event, last) for event, cmd, last in rig.calls(sandbox, "serial")
+           if cmd == "lvcreate"]
+    vga = [event for event, last in log if last == "vga"]
+    assert vga == ["start", "end", "start", "end"], log  # never two at once in vga
+    # ...while vgb's change ran beside the first vga one
+    assert log.index(("start", "vgb")) < log.index(("end", "vga")), log
+    assert {lv["lv_full_name"] for lv in lvm.report("lv", "lv_full_name")} == {
+        "vga/one", "vga/two", "vgb/three"}
+
+
+def test_busy_when_the_queue_is_full(sandbox: rig.Sandbox, users: object,
+                                     lvm: rig.Sandbox) -> None:
+    d = start(sandbox, "busy", rig.fake_lvm(sandbox, "busy", slow={"vgs": 1.0}),
+              limits={"max_parallel": 1, "max_queue": 1})
+
+    async def scenario() -> list[Any]:
+        async with AsyncClient(d.socket) as c:
+            first = asyncio.create_task(c.vgs())
+            await asyncio.sleep(0.2)
+            second = asyncio.create_task(c.vgs())
+            await asyncio.sleep(0.2)
+            status = await c.status()
+            third = await asyncio.gather(c.vgs(), return_exceptions=True)
+            return [status, third[0], *(await asyncio.gather(first, second))]
+    try:
+        status, third, first, second = asyncio.run(scenario())
+    finally:
+        d.stop()
+    assert isinstance(third, Busy) and third.data["retry_after"] > 0
+    assert status["requests"]["queued"] == 1 and status["requests"]["in_flight"] >= 2
+    assert first == second == []
+
+
+def test_disconnect_mid_change_keeps_the_change_and_its_job(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    two_vgs(lvm)
+    d = start(sandbox, "gone", rig.fake_lvm(sandbox, "gone", slow={"lvcreate": 1.0}))
+    try:
+        raw = rig.Raw(d.socket)
+        raw.send(b'{"jsonrpc":"2.0","id":1,"method":"lvcreate","params":'
+                 b'{"vg":"vga","name":"orphan","size":1048576}}\n')
+        time.sleep(0.3)
+        raw.close()  # the caller goes away while LVM runs
+        with Client(d.socket) as c:
+            for _ in range(100):
+                jobs = [j for j in c.call("jobs") if j.method == "lvcreate"]
+                if jobs and jobs[0].state != "running":
+                    break
+                time.sleep(0.05)
+        assert jobs[0].state == "succeeded" and jobs[0].result["full_name"] == "vga/orphan"
+        assert lvm.report("lv", "lv_name", "vga/orphan")
+        assert "lvcreate" in d.log() and "result=ok" in d.log()
+    finally:
+        d.stop()
+
+
+def test_sigterm_waits_for_a_running_change(sandbox: rig.Sandbox, users: object,
+                                            lvm: rig.Sandbox) -> None:
+    two_vgs(lvm)
+    d = start(sandbox, "term", rig.fake_lvm(sandbox, "term", slow={"lvcreate": 1.5}))
+    raw = rig.Raw(d.socket)
+    raw.send(b'{"jsonrpc":"2.0","id":7,"method":"lvcreate","params":'
+             b'{"vg":"vgb","name":"late","size":1048576}}\n')
+    time.sleep(0.4)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    assert ("end", "lvcreate", "vgb") in rig.calls(sandbox, "term")  # never killed
+    assert lvm.report("lv", "lv_name", "vgb/late")
+    assert "waiting for 1 running job" in d.log()
+    assert not os.path.exists(d.socket)
+
+
+def test_read_timeout_kills_the_whole_process_group(sandbox: rig.Sandbox, users: object,
+                                                    lvm: rig.Sandbox) -> None:
+    pids = sandbox.dir / "hang.pids"
+    fake = rig.fake_lvm(sandbox, "hang", before=(
+        f'if [ "$1" = pvs ]; then sleep 300 & echo "$$ $!" > {pids}; sleep 300; fi'))
+    d = start(sandbox, "hang", fake, lvm={"timeout": 1})
+    try:
+        with Client(d.socket) as c:
+            with pytest.raises(Timeout) as err:
+                c.pvs()
+            assert err.value.data["timeout"] == 1 and err.value.data["argv"][1] == "pvs"
+            assert c.ping() == {}  # the daemon keeps serving
+        shell, child = (int(p) for p in pids.read_text().split())
+        for pid in (shell, child):
+            assert not alive(pid), f"process {pid} survived the timeout"
+    finally:
+        d.stop()
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its new parent to reap it)."""
+    for _ in range(50):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_junk_before_the_json_is_typed_and_quoted(sandbox: rig.Sandbox, users: object,
+                                                  lvm: rig.Sandbox) -> None:
+    """The seed incident's exact pollution, put where a PAM module would put it."""
+    fake = rig.fake_lvm(sandbox, "junk", before='echo "Last login: Fri Dec 28 21:41:33 EST 2018"')
+    d = start(sandbox, "junk", fake)
+    try:
+        with Client(d.socket) as c:
+            with pytest.raises(LvmOutputInvalid) as err:
+                c.pvs()
+            assert err.value.data["line"] == "Last login: Fri Dec 28 21:41:33 EST 2018"
+            assert err.value.data["rc"] == 0 and err.value.data["argv"][1] == "pvs"
+            assert c.ping() == {}
+    finally:
+        d.stop()
+
+
+def test_sigusr1_dumps_recent_commands(daemon: rig.Daemon, lvm: rig.Sandbox) -> None:
+    with Client(daemon.socket) as c:
+        c.vgs()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGUSR1)
+    for _ in range(100):
+        if "recent LVM commands" in daemon.log():
+            break
+        time.sleep(0.02)
+    text = daemon.log()
+    assert "recent LVM commands" in text and " vgs " in text and "rc=0" in text
+
+
+def test_audit_goes_to_journald_with_fields(sandbox: rig.Sandbox, users: object,
+                                            lvm: rig.Sandbox) -> None:
+    two_vgs(lvm)
+    with rig.journald():
+        d = rig.Daemon(sandbox, "journal").start()
+        try:
+            proc = rig.python_as("lvmst-admin", (
+                "from lvmsuper.client import Client\n"
+                "with Client() as c:\n"
+                "    c.lvcreate('vga', 'audited', size=1048576)\n"), d.socket)
+            assert proc.returncode == 0, proc.stderr
+        finally:
+            d.stop()
+        entries: list[dict[str, Any]] = []
+        for _ in range(50):
+            out = subprocess.run(["journalctl", "--no-pager", "-o", "json",
+                                  "SYSLOG_IDENTIFIER=lvmsuperd", "LVMSUPER_METHOD=lvcreate"],
+                                 capture_output=True, text=True)
+            entries = [json.loads(line) for line in out.stdout.splitlines()]
+            entries = [e for e in entries if "audited" in e.get("LVMSUPER_PARAMS", "")]
+            if entries:
+                break
+            time.sleep(0.1)
+    assert len(entries) == 1, "every change is audited exactly once"
+    e = entries[0]
+    uid = rig.as_user("lvmst-admin")["user"]
+    assert e["LVMSUPER_CALLER_UID"] == str(uid) and e["LVMSUPER_RESULT"] == "ok"
+    assert e["LVMSUPER_CALLER_COMM"] == "python" and int(e["LVMSUPER_CALLER_PID"]) > 1
+    assert float(e["LVMSUPER_DURATION_MS"]) > 0
+    assert json.loads(e["LVMSUPER_PARAMS"]) == {"vg": "vga", "name": "audited", "size": MiB}
