@@ -77,7 +77,8 @@ async def _status(svc: Service, call: Call) -> dict[str, Any]:
 async def _pvs(svc: Service, call: Call) -> list[Any]:
     a = call.args
     names = a.get("names", [])
-    pvs = await svc.read(svc.lvm.pvs(names, a.get("select")),
+    pvs = await svc.read(("pvs", *names, a.get("select")),
+                         lambda: svc.lvm.pvs(names, a.get("select")),
                          [Expect("pv", n) for n in names])
     if "vg" in a:
         await svc.ensure_exists(Expect("vg", a["vg"]))
@@ -87,7 +88,8 @@ async def _pvs(svc: Service, call: Call) -> list[Any]:
 
 async def _vgs(svc: Service, call: Call) -> list[Any]:
     names = call.args.get("names", [])
-    return await svc.read(svc.lvm.vgs(names, call.args.get("select")),
+    select = call.args.get("select")
+    return await svc.read(("vgs", *names, select), lambda: svc.lvm.vgs(names, select),
                           [Expect("vg", n) for n in names])
 
 
@@ -100,14 +102,15 @@ async def _lvs(svc: Service, call: Call) -> list[Any]:
             return []
     positional = names or ([a["vg"]] if "vg" in a else [])
     expect = [Expect("lv", n) for n in names] or [Expect("vg", n) for n in positional]
-    lvs: list[LV] = await svc.read(svc.lvm.lvs(positional, a.get("select")), expect)
+    lvs: list[LV] = await svc.read(("lvs", *positional, a.get("select")),
+                                   lambda: svc.lvm.lvs(positional, a.get("select")), expect)
     wanted = set(a.get("tags", []))
     return [lv for lv in lvs if wanted <= set(lv.tags)]
 
 
 async def _report(svc: Service, call: Call) -> dict[str, Any]:
     vg = call.args.get("vg")
-    pvs, vgs, lvs = await svc.read(svc.lvm.fullreport(vg),
+    pvs, vgs, lvs = await svc.read(("fullreport", vg), lambda: svc.lvm.fullreport(vg),
                                    [Expect("vg", vg)] if vg else [])
     return {"pvs": pvs, "vgs": vgs, "lvs": lvs}
 
@@ -158,7 +161,8 @@ async def _vgcreate(svc: Service, call: Call) -> Any:
 async def _vgremove(svc: Service, call: Call) -> dict[str, Any]:
     vg, force = call.args["vg"], call.args.get("force", False)
     if not force:
-        found = await svc.read(svc.lvm.vgs([vg]), [Expect("vg", vg)])
+        found = await svc.read(("vgs", vg, None), lambda: svc.lvm.vgs([vg]),
+                               [Expect("vg", vg)])
         if found and found[0].lv_count:
             raise InvalidRequest(f"VG {vg!r} holds {found[0].lv_count} LV(s); remove them "
                                  "first or pass force=true", field="force")
@@ -219,7 +223,8 @@ async def _lvremove(svc: Service, call: Call) -> dict[str, Any]:
 async def _lvresize(svc: Service, call: Call) -> Any:
     vg, lv = call.args["lv"]
     full, size = f"{vg}/{lv}", call.args["size"]
-    current = await svc.read(svc.lvm.lvs([full]), [Expect("lv", full)])
+    current = await svc.read(("lvs", full, None), lambda: svc.lvm.lvs([full]),
+                             [Expect("lv", full)])
     if not current:
         raise NotFound(f"LV {full!r} not found", object_type="lv", object_name=full)
     shrink = size < current[0].size

@@ -16,8 +16,8 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, TypeVar
 
@@ -63,11 +63,13 @@ class Stats:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.total = self.failed = self.in_flight = self.queued = self.clients = 0
+        self.coalesced = 0
         self.latencies: collections.deque[float] = collections.deque(maxlen=2048)
         self.last_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=8)
 
     def finish(self, method: str, started: float, error: LvmSuperError | None) -> None:
         self.in_flight -= 1
+        self.coalesced = 0
         self.latencies.append((time.monotonic() - started) * 1000)
         if error is not None:
             self.failed += 1
@@ -93,6 +95,7 @@ class Service:
         self._slots = asyncio.Semaphore(config.max_parallel)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._listeners: list[Listener] = []
+        self._queued_reads: dict[Hashable, asyncio.Task[Any]] = {}
         self._lvm_version: str | None = None
 
     # ---- entry point -------------------------------------------------------------
@@ -222,17 +225,38 @@ class Service:
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def read(self, run: Awaitable[T], expect: list[Expect]) -> T:
-        """Runs one LVM read in a bounded slot; maps a failure on named objects."""
+    async def read(self, key: Hashable, run: Callable[[], Awaitable[T]],
+                   expect: list[Expect]) -> T:
+        """Runs one LVM read in a bounded slot; maps a failure on named objects.
+
+        Coalescing: a read whose ``key`` (its LVM command) matches one that is still
+        queued joins it and shares its result; once that run has started, new arrivals
+        queue a new run, so nobody gets a result older than their request."""
         try:
-            with self._queued() if self._slots.locked() else nullcontext():
+            if not self._slots.locked():
                 async with self._slots:
-                    return await run
+                    return await run()
+            queued = self._queued_reads.get(key)
+            if queued is None:
+                with self._queued():
+                    queued = asyncio.create_task(self._queued_read(key, run))
+                    self._queued_reads[key] = queued
+                    queued.add_done_callback(_retrieve)
+                    return await asyncio.shield(queued)
+            self.stats.coalesced += 1
+            return await asyncio.shield(queued)
         except LvmFailed as exc:
             raise await self.classify(exc, expect) from None
+
+    async def _queued_read(self, key: Hashable, run: Callable[[], Awaitable[T]]) -> T:
+        try:
+            await self._slots.acquire()
         finally:
-            if asyncio.iscoroutine(run):
-                run.close()  # refused with Busy before it ran
+            self._queued_reads.pop(key, None)  # from now on, newcomers queue a new run
+        try:
+            return await run()
+        finally:
+            self._slots.release()
 
     def _queued(self) -> Any:
         stats, limit = self.stats, self.config.max_queue
@@ -284,7 +308,7 @@ class Service:
 
     async def lvm_version(self) -> str:
         if self._lvm_version is None:
-            self._lvm_version = await self.read(self.lvm.version(), [])
+            self._lvm_version = await self.read(("version",), self.lvm.version, [])
         return self._lvm_version
 
     async def status(self) -> dict[str, Any]:
@@ -302,6 +326,12 @@ class Service:
         s = self.stats
         return (f"serving; {s.clients} clients; {s.total} requests, {s.failed} failed; "
                 f"{self.jobs.running} jobs running")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Marks a shared read's exception as seen even if every waiter went away."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _counting:

@@ -3,6 +3,7 @@ session; every test that uses LVM starts from an empty sandbox."""
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 
 import pytest
@@ -23,9 +24,13 @@ def sandbox() -> Iterator[rig.Sandbox]:
 @pytest.fixture(scope="session")
 def users() -> Iterator[dict[str, list[str]]]:
     rig.system_ready()
-    with rig.etc_restored(*rig.ETC_FILES):
-        rig.create_users()
-        yield rig.USERS
+    # One test session at a time may own the test users: two sessions saving and
+    # restoring /etc/passwd around each other would leave users behind.
+    with open("/tmp/lvmsuper-tests-users.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with rig.etc_restored(*rig.ETC_FILES):
+            rig.create_users()
+            yield rig.USERS
 
 
 @pytest.fixture(scope="session")

@@ -74,12 +74,12 @@ def test_busy_when_the_queue_is_full(sandbox: rig.Sandbox, users: object,
 
     async def scenario() -> list[Any]:
         async with AsyncClient(d.socket) as c:
-            first = asyncio.create_task(c.vgs())
+            first = asyncio.create_task(c.vgs())     # runs (slowly) in the only slot
             await asyncio.sleep(0.2)
-            second = asyncio.create_task(c.vgs())
+            second = asyncio.create_task(c.lvs())    # waits: the queue is now full
             await asyncio.sleep(0.2)
             status = await c.status()
-            third = await asyncio.gather(c.vgs(), return_exceptions=True)
+            third = await asyncio.gather(c.pvs(), return_exceptions=True)
             return [status, third[0], *(await asyncio.gather(first, second))]
     try:
         status, third, first, second = asyncio.run(scenario())
@@ -88,6 +88,8 @@ def test_busy_when_the_queue_is_full(sandbox: rig.Sandbox, users: object,
     assert isinstance(third, Busy) and third.data["retry_after"] > 0
     assert status["requests"]["queued"] == 1 and status["requests"]["in_flight"] >= 2
     assert first == second == []
+    assert [cmd for event, cmd, _ in rig.calls(sandbox, "busy") if event == "start"
+            and cmd != "version"] == ["vgs", "lvs"]  # the refused read never ran
 
 
 def test_disconnect_mid_change_keeps_the_change_and_its_job(
@@ -222,3 +224,37 @@ def test_audit_goes_to_journald_with_fields(sandbox: rig.Sandbox, users: object,
     assert e["LVMSUPER_CALLER_COMM"] == "python" and int(e["LVMSUPER_CALLER_PID"]) > 1
     assert float(e["LVMSUPER_DURATION_MS"]) > 0
     assert json.loads(e["LVMSUPER_PARAMS"]) == {"vg": "vga", "name": "audited", "size": MiB}
+
+
+def test_queued_identical_reads_share_one_run_and_never_go_stale(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    """Reads queued behind a running identical read share one new LVM run; none of them
+    gets the older run's result, which predates a change made directly with lvm."""
+    runs = sandbox.dir / "coalesce.runs"
+    script = sandbox.dir / "coalesce-lvm"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = vgs ] && echo vgs >> {runs}\n'
+        f'out=$({rig.LVM} "$@"); rc=$?\n'      # LVM's snapshot is taken now...
+        '[ "$1" = vgs ] && sleep 0.8\n'         # ...and answered later
+        'printf "%s\\n" "$out"\nexit $rc\n')
+    script.chmod(0o755)
+    lvm.lvm("pvcreate", lvm.loops[0])
+    d = start(sandbox, "coalesce", str(script), limits={"max_parallel": 1})
+    runs.write_text("")
+
+    async def scenario() -> list[list[str]]:
+        async with AsyncClient(d.socket) as c:
+            first = asyncio.create_task(c.vgs())
+            await asyncio.sleep(0.3)  # its LVM run has happened, its answer is pending
+            lvm.lvm("vgcreate", "vgnew", lvm.loops[0])
+            later = [asyncio.create_task(c.vgs()) for _ in range(3)]
+            results = [await first] + [await t for t in later]
+            return [[vg.name for vg in r] for r in results]
+    try:
+        names = asyncio.run(scenario())
+    finally:
+        d.stop()
+    assert names[0] == []  # started before the change
+    assert names[1:] == [["vgnew"]] * 3  # queued after it: fresh, never the old answer
+    assert runs.read_text().split() == ["vgs", "vgs"]  # three queued reads, one run
