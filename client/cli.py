@@ -154,31 +154,92 @@ def _parser() -> argparse.ArgumentParser:
     c = change("lvcreate", "create a linear LV")
     c.add_argument("vg")
     c.add_argument("name")
-    size = c.add_mutually_exclusive_group(required=True)
+    size = c.add_mutually_exclusive_group()
     size.add_argument("--size", "-L", type=parse_size)
     size.add_argument("--extents", "-l", help="count, or N%%FREE / N%%VG")
     c.add_argument("--tag", action="append", dest="tags")
+    c.add_argument("--type", choices=["linear", "snapshot", "thin-pool", "thin"])
+    c.add_argument("--origin", help="snapshot: the origin LV's name")
+    c.add_argument("--pool", help="thin: the thin pool's name")
+    c.add_argument("--virtual-size", type=parse_size, help="thin: the virtual size")
+    c.add_argument("--stripes", type=int)
+    c.add_argument("--stripe-size", type=parse_size)
+    c.add_argument("--contiguous", action="store_true")
+    c.add_argument("--activate", type=_yes_no, metavar="y|n")
+    c.add_argument("--zero", type=_yes_no, metavar="y|n")
+    c.add_argument("--device", action="append", dest="devices", help="allocate from this PV")
     c = change("lvremove", "remove an LV")
     c.add_argument("lv", help="vg/lv")
     c = change("lvresize", "resize an LV to a new size")
     c.add_argument("lv", help="vg/lv")
     c.add_argument("size", type=parse_size)
     c.add_argument("--force", action="store_true", help="allow shrinking")
+    c = change("lvrename", "rename an LV")
+    c.add_argument("lv", help="vg/lv")
+    c.add_argument("new_name")
+    c = change("lvchange", "activate/deactivate, permission, tags of an LV")
+    c.add_argument("lv", help="vg/lv")
+    _change_flags(c, permission=True)
+    c = change("vgextend", "add PVs to a VG")
+    c.add_argument("vg")
+    c.add_argument("devices", nargs="+")
+    c = change("vgreduce", "remove PVs from a VG")
+    c.add_argument("vg")
+    c.add_argument("devices", nargs="*")
+    c.add_argument("--missing", action="store_true", help="remove missing PVs")
+    c = change("vgrename", "rename a VG")
+    c.add_argument("vg")
+    c.add_argument("new_name")
+    c = change("vgchange", "activate/deactivate, tags of a VG")
+    c.add_argument("vg")
+    _change_flags(c)
+    c = change("pvresize", "resize a PV (default: to its device's size)")
+    c.add_argument("device")
+    c.add_argument("--size", type=parse_size)
+    c = change("pvchange", "allocatable flag and tags of a PV")
+    c.add_argument("device")
+    c.add_argument("--allocatable", type=_yes_no, metavar="y|n")
+    c.add_argument("--addtag", action="append", dest="add_tags")
+    c.add_argument("--deltag", action="append", dest="del_tags")
+    c = change("pvmove", "move extents off a PV (always a job)")
+    c.add_argument("source")
+    c.add_argument("destination", nargs="?")
+    c.add_argument("--lv", help="only this vg/lv")
+    c = cmd("job-cancel", "stop a job where LVM can stop cleanly (pvmove)")
+    c.add_argument("job")
     c = cmd("call", "call any method with JSON params")
     c.add_argument("method")
     c.add_argument("params", nargs="?", default="{}", help="a JSON object")
     return p
 
 
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("y", "yes", "true", "1"):
+        return True
+    if text.lower() in ("n", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: use y or n")
+
+
+def _change_flags(c: argparse.ArgumentParser, permission: bool = False) -> None:
+    c.add_argument("--activate", type=_yes_no, metavar="y|n")
+    if permission:
+        c.add_argument("--permission", choices=["r", "rw"])
+    c.add_argument("--addtag", action="append", dest="add_tags")
+    c.add_argument("--deltag", action="append", dest="del_tags")
+
+
 _SKIP = {"socket", "json", "command"}
+_FLAGS = {"force", "missing", "contiguous"}  # store_true: absent means "not given"
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params = {k: v for k, v in vars(args).items()
-              if k not in _SKIP and v not in (None, [], False)}
+              if k not in _SKIP and v is not None and v != []
+              and not (k in _FLAGS and v is False)}
     if args.command == "lvcreate" and "extents" in params and params["extents"].isdigit():
         params["extents"] = int(params["extents"])
-    if args.command == "job-status":
+    if args.command in ("job-status", "job-cancel"):
         return {"job": params["job"]}
     return params
 
@@ -194,12 +255,18 @@ def _print(command: str, result: Any, as_json: bool) -> None:
         print(status_text(wire))
     elif command in ("pvs", "vgs", "lvs", "jobs"):
         print(table(command.rstrip("s") if command != "jobs" else "job", wire))
-    elif command in ("pvcreate",):
+    elif command == "pvcreate":
         print(table("pv", wire))
-    elif command in ("vgcreate",):
+    elif command == "vgcreate":
         print(table("vg", [wire]))
-    elif command in ("lvcreate", "lvresize"):
+    elif command in ("lvcreate", "lvresize", "lvrename", "lvchange"):
         print(table("lv", [wire]))
+    elif command in ("vgextend", "vgreduce", "vgrename", "vgchange"):
+        print(table("vg", [wire]))
+    elif command in ("pvresize", "pvchange"):
+        print(table("pv", [wire]))
+    elif command in ("job-status", "job-cancel"):
+        print(table("job", [wire]))
     elif isinstance(wire, dict) and "removed" in wire:
         print("removed: " + ", ".join(wire["removed"]))
     else:
@@ -208,7 +275,7 @@ def _print(command: str, result: Any, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    method = {"job-status": "job_status"}.get(args.command, args.command)
+    method = args.command.replace("-", "_")
     try:
         if method == "call":
             params = json.loads(args.params)

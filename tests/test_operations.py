@@ -4,6 +4,7 @@ is checked against what LVM reports when run directly as root."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -135,3 +136,41 @@ def test_destroy_role_for_vgreduce(daemon: rig.Daemon, client: Client,
     assert out.stdout.strip() == "denied destroy", out.stderr
     assert lvm.report("vg", "pv_count", "vgops")[0]["pv_count"] == "2"
     assert PermissionDenied.name == "PermissionDenied"
+
+
+def test_cli_covers_the_operations(client: Client, daemon: rig.Daemon,
+                                   lvm: rig.Sandbox) -> None:
+    def ctl(*args: str) -> str:
+        out = rig.ctl("lvmst-admin", daemon.socket, *args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    assert "vgops" in ctl("vgextend", "vgops", lvm.loops[2]).split()
+    ctl("lvcreate", "vgops", "cli", "--size", "4M", "--stripes", "2", "--stripe-size", "64K")
+    assert "IU_x" in ctl("lvchange", "vgops/cli", "--addtag", "IU_x")
+    ctl("pvchange", lvm.loops[2], "--allocatable", "n")
+    assert lvm.report("pv", "pv_attr", lvm.loops[2])[0]["pv_attr"][0] != "a"
+    assert "renamed" in ctl("lvrename", "vgops/cli", "renamed")
+    assert "vgnew" in ctl("vgrename", "vgops", "vgnew")
+    assert lvm.report("lv", "lv_full_name,lv_tags") == [
+        {"lv_full_name": "vgnew/renamed", "lv_tags": "IU_x"}]
+    assert "vgnew" in ctl("vgreduce", "vgnew", lvm.loops[2])
+
+
+def test_finished_jobs_are_kept_for_the_configured_time(sandbox: rig.Sandbox, users: object,
+                                                         lvm: rig.Sandbox) -> None:
+    lvm.lvm("pvcreate", lvm.loops[0])
+    lvm.lvm("vgcreate", "vgjob", lvm.loops[0])
+    d = rig.Daemon(sandbox, "keep", jobs={"keep": 1}).start()
+    try:
+        with Client(d.socket) as c:
+            ref = c.lvcreate("vgjob", "kept", size=MiB, wait=0)
+            for _ in range(100):
+                if c.call("job_status", job=ref.id).state == "succeeded":
+                    break
+                time.sleep(0.02)
+            assert c.call("job_status", job=ref.id).result["full_name"] == "vgjob/kept"
+            time.sleep(1.3)
+            with pytest.raises(NotFound):
+                c.call("job_status", job=ref.id)
+    finally:
+        d.stop()
