@@ -174,8 +174,13 @@ async def _vgremove(svc: Service, call: Call) -> dict[str, Any]:
 async def _lvcreate(svc: Service, call: Call) -> Any:
     a = call.args
     vg, name, kind = a["vg"], a["name"], a.get("type", "linear")
-    if ("size" in a) == ("extents" in a) and kind != "thin":
+    # a thin volume has a virtual size; a snapshot of a thin volume has no size at all
+    if ("size" in a and "extents" in a) or \
+            ("size" not in a and "extents" not in a and kind not in ("thin", "snapshot")):
         raise InvalidRequest("give exactly one of size and extents", field="size")
+    if kind == "thin" and ("size" in a or "extents" in a):
+        raise InvalidRequest("a thin volume takes virtual_size, not size or extents",
+                             field="size")
     needs = {"snapshot": "origin", "thin": "pool"}.get(kind)
     for key in ("origin", "pool", "virtual_size"):
         wanted = key == needs or (kind == "thin" and key == "virtual_size")
