@@ -3,7 +3,7 @@ PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc
 
-.PHONY: install system-packages demo test test-unit typecheck bench clean install-dm test-dm
+.PHONY: install system-packages demo test test-unit typecheck bench clean install-system install-dm test-dm
 
 install: system-packages $(VENV)/.installed
 
@@ -41,13 +41,37 @@ test-unit: install
 bench: install
 	$(VENV)/bin/python benchmarks/bench.py
 
+# Where a distribution puts things (DESTDIR for packagers: then nothing else is done;
+# without it the daemon goes into a venv under /opt/lvmsuper and the group is created).
+UNITDIR   ?= /lib/systemd/system
+DBUSDIR   ?= /usr/share/dbus-1
+POLKITDIR ?= /usr/share/polkit-1
+install-system:
+	install -D -m 0644 systemd/lvmsuper.service $(DESTDIR)$(UNITDIR)/lvmsuper.service
+	install -D -m 0644 systemd/lvmsuper.socket $(DESTDIR)$(UNITDIR)/lvmsuper.socket
+	install -D -m 0644 systemd/org.lvmsuper.Supervisor1.conf $(DESTDIR)$(DBUSDIR)/system.d/org.lvmsuper.Supervisor1.conf
+	install -D -m 0644 systemd/org.lvmsuper.Supervisor1.service $(DESTDIR)$(DBUSDIR)/system-services/org.lvmsuper.Supervisor1.service
+	install -D -m 0644 polkit/org.lvmsuper.policy $(DESTDIR)$(POLKITDIR)/actions/org.lvmsuper.policy
+	install -D -m 0644 polkit/50-lvmsuper.rules $(DESTDIR)/usr/share/doc/lvmsuper/examples/50-lvmsuper.rules
+	@if [ -z "$(DESTDIR)" ]; then \
+		set -e; \
+		getent group lvmsuper >/dev/null || groupadd --system lvmsuper; \
+		test -x /opt/lvmsuper/bin/python || $(PYTHON) -m venv /opt/lvmsuper; \
+		/opt/lvmsuper/bin/pip install -q '.[daemon]'; \
+		ln -sf /opt/lvmsuper/bin/lvmsuperd /usr/bin/lvmsuperd; \
+		ln -sf /opt/lvmsuper/bin/lvmsuperctl /usr/bin/lvmsuperctl; \
+		echo "installed; now: systemctl daemon-reload && systemctl enable --now lvmsuper.socket"; \
+	fi
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
 # Device-mapper test tier: tests/dm runs as root inside a throwaway QEMU guest that
 # boots Debian's own kernel over this machine's root filesystem (tools/dm-guest).
+# `make test-dm DM_TESTS=tests/dm/test_x.py` runs a part; results in $(DM_RESULTS).
 DM_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static thin-provisioning-tools
 DM_RESULTS      ?= build/dm-results
+DM_TESTS        ?= tests/dm
 
 install-dm: install
 	@missing=$$(for p in $(DM_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -60,4 +84,4 @@ install-dm: install
 test-dm: install-dm
 	rm -rf $(DM_RESULTS) && mkdir -p $(DM_RESULTS)
 	$(PYTHON) tools/dm-guest --timeout 900 --rwdir $(DM_RESULTS) -- \
-		$(CURDIR)/$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/dm --junitxml=$(CURDIR)/$(DM_RESULTS)/dm.xml
+		$(CURDIR)/$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(DM_TESTS) --junitxml=$(CURDIR)/$(DM_RESULTS)/dm.xml

@@ -1,7 +1,9 @@
 """The blocking client: one connection, one request at a time, typed results.
 
 A read whose connection broke is retried once on a new connection; a change is not
-(its outcome is unknown), and raises ``ConnectionFailed`` saying so.
+(its outcome is unknown), and raises ``ConnectionFailed`` saying so. The connection is
+the Unix socket, or with ``transport="dbus"`` the system bus (or ``bus_address``):
+same methods, same typed results, same exceptions.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import socket
 from typing import Any
 
 from ._core import READ_METHODS, JobRef, decode, default_socket_path
+from .dbus import DbusTransport
 from .errors import ConnectionFailed
 from .models import LV, PV, VG
 from .protocol import LineCodec, make_request, parse_response
@@ -19,10 +22,16 @@ __all__ = ["Client", "JobRef", "default_socket_path"]
 
 
 class Client:
-    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None) -> None:
+    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
+                 transport: str = "socket", bus_address: str | None = None) -> None:
+        if transport not in ("socket", "dbus"):
+            raise ValueError(f"transport must be 'socket' or 'dbus', not {transport!r}")
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
+        self.transport = transport
         self.notifications: list[dict[str, Any]] = []
+        self._dbus = (DbusTransport(bus_address, timeout, self.notifications)
+                      if transport == "dbus" else None)
         self._sock: socket.socket | None = None
         self._codec = LineCodec(64 * 1024 * 1024)
         self._ids = itertools.count(1)
@@ -36,6 +45,9 @@ class Client:
         self.close()
 
     def connect(self) -> None:
+        if self._dbus is not None:
+            self._dbus.connect()
+            return
         if self._sock is not None:
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -51,6 +63,8 @@ class Client:
         self._pending = []
 
     def close(self) -> None:
+        if self._dbus is not None:
+            self._dbus.close()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -61,6 +75,8 @@ class Client:
 
     def request(self, method: str, params: dict[str, Any]) -> Any:
         """Calls ``method`` and returns the raw JSON result."""
+        if self._dbus is not None:
+            return self._dbus.request(method, params)
         for attempt in (1, 2):
             self.connect()
             try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from lvmsuper.client.errors import LvmSuperError
 
@@ -100,6 +102,12 @@ async def serve(config: Config) -> int:
     sock, activated = _listen_socket(config)
     server = SocketServer(service, sock)
     await server.start()
+    try:
+        dbus = await _start_dbus(service, config)
+    except ConfigError:
+        if not activated:
+            os.unlink(config.socket)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,7 +122,11 @@ async def serve(config: Config) -> int:
     log.info("stopping: no new connections; waiting for %d running job(s)",
              service.jobs.running)
     await server.stop_accepting()
+    if dbus is not None:
+        await dbus.stop_accepting()
     await service.jobs.drain()
+    if dbus is not None:
+        await dbus.stop()
     for task in list(server.connections):
         task.cancel()
     keeper.cancel()
@@ -124,6 +136,22 @@ async def serve(config: Config) -> int:
         except OSError:
             pass
     return 0
+
+
+async def _start_dbus(service: Service, config: Config) -> Any:
+    """The D-Bus transport per ``[dbus] enabled`` (``--no-dbus`` makes it false): None
+    when not served; with ``true`` a bus that cannot be used is a start-up error."""
+    if config.dbus_enabled is False:
+        return None
+    required = config.dbus_enabled is True
+    try:
+        from .dbus import start_dbus
+    except ImportError as exc:
+        if required:
+            raise ConfigError(f"dbus.enabled is true but {exc}") from None
+        log.warning("not serving D-Bus: %s; serving the socket only", exc)
+        return None
+    return await start_dbus(service, config, required=required)
 
 
 async def _keep_status(service: Service, notify: Notifier, stop: asyncio.Event,
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         config = load_config(args.config, socket=args.socket)
+        if args.no_dbus:
+            config = dataclasses.replace(config, dbus_enabled=False)
         if args.check_config:
             check_socket_group(config)
             print(f"{config.source}: configuration OK")

@@ -57,8 +57,8 @@ class Lvm:
             raise LvmFailed(f"LVM was killed by signal {-result.rc}", log=[], **ctx)
         if result.rc != 0:
             raise self._failure(result, ctx)
-        if on_line is not None:
-            return LvmDocument({}, [])  # progress text, not a JSON report
+        if on_line is not None or "--reportformat" not in args:
+            return LvmDocument({}, [])  # progress or plain text, not a JSON report
         return parse_document(result.stdout, **ctx)
 
     @staticmethod
@@ -97,10 +97,12 @@ class Lvm:
         lvs = lvs_from(doc.reports.get("lv", []), doc.reports.get("seg", []))
         return pvs, vgs, lvs
 
-    async def change(self, command: str, args: Sequence[str]) -> LvmDocument:
-        """Runs a mutating command to completion (never killed)."""
-        return await self._run(lvmcmd.change_argv(command, args,
-                                                  extra_config=self.extra_config), change=True)
+    async def change(self, command: str, args: Sequence[str], *,
+                     json_log: bool = True) -> LvmDocument:
+        """Runs a mutating command to completion (never killed). ``json_log=False`` for
+        the lvcreate variants that refuse ``--reportformat`` (snapshots, thin)."""
+        return await self._run(lvmcmd.change_argv(command, args, extra_config=self.extra_config,
+                                                  json_log=json_log), change=True)
 
     async def pvmove(self, args: Sequence[str], on_line: Callable[[str], None]) -> None:
         """pvmove with progress lines (``-i``) fed to ``on_line``; never killed."""

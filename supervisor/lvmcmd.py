@@ -43,13 +43,17 @@ _PINNED = ('log { report_command_log=1 command_log_selection="!(log_type=status 
            'binary_values_as_numeric=0 }')
 
 
-def pinned_config(extra: str | None) -> str:
-    """The ``--config`` value: the site's ``[lvm] extra_config``, then our pins."""
-    return f"{extra} {_PINNED}" if extra else _PINNED
+def pinned_config(extra: str | None, *, command_log: bool = True) -> str:
+    """The ``--config`` value: the site's ``[lvm] extra_config``, then our pins. Without
+    ``command_log`` LVM's messages go to stderr as plain lines (for the commands that
+    cannot print a JSON log)."""
+    pins = _PINNED if command_log else _PINNED.replace("report_command_log=1",
+                                                       "report_command_log=0")
+    return f"{extra} {pins}" if extra else pins
 
 
-def _common(command: str, extra: str | None) -> list[str]:
-    return [command, "--config", pinned_config(extra)]
+def _common(command: str, extra: str | None, *, command_log: bool = True) -> list[str]:
+    return [command, "--config", pinned_config(extra, command_log=command_log)]
 
 
 def report_argv(kind: str, *, names: Sequence[str] = (), select: str | None = None,
@@ -83,7 +87,7 @@ def change_argv(command: str, args: Sequence[str], *, extra_config: str | None =
     """A mutating command; its output is LVM's JSON command log (``json_log``) or, for
     pvmove, its progress lines."""
     fmt = ["--reportformat", "json"] if json_log else []
-    return [*_common(command, extra_config), *fmt, *args]
+    return [*_common(command, extra_config, command_log=json_log), *fmt, *args]
 
 
 def size_arg(size: int) -> str:

@@ -215,10 +215,10 @@ class Service:
             yield
 
     async def change(self, call: Call, command: str, args: list[str], expect: list[Expect],
-                     changed: Iterable[tuple[str, str]]) -> None:
+                     changed: Iterable[tuple[str, str]], *, json_log: bool = True) -> None:
         """Runs one mutating LVM command to completion; maps its failure."""
         try:
-            await self.lvm.change(command, args)
+            await self.lvm.change(command, args, json_log=json_log)
         except LvmFailed as exc:
             raise await self.classify(exc, expect) from None
         call.changed += [{"type": kind, "name": name} for kind, name in changed]

@@ -114,13 +114,19 @@ def test_device_mapper_operations_fail_typed_on_this_kernel(client: Client,
     if rig.has_device_mapper():
         pytest.skip("this kernel has device-mapper: covered by the device-mapper tier")
     client.lvcreate("vgops", "origin", size=4 * MiB)
-    before = lvm.state()
+
+    def objects() -> dict[str, object]:  # LVM may bump vg_seqno while rolling back
+        state = lvm.state()
+        return {**state, "vg": [{k: v for k, v in vg.items() if k != "vg_seqno"}
+                                for vg in state["vg"]]}
+    before = objects()
     for params in ({"name": "pool", "size": 8 * MiB, "type": "thin-pool"},
                    {"name": "snap", "size": 4 * MiB, "type": "snapshot", "origin": "origin"}):
         with pytest.raises(LvmFailed) as err:
             client.lvcreate("vgops", **params)
         assert err.value.data["argv"][1] == "lvcreate" and err.value.data["rc"] != 0
-        assert lvm.state() == before
+        assert "device-mapper" in err.value.message, err.value.message  # LVM's real reason
+        assert objects() == before
     # LVM skips activation when the kernel has none and says so: active is unknown
     assert client.call("lvchange", lv="vgops/origin", activate=True).active is None
 

@@ -34,16 +34,26 @@ def _device_mapper_problem() -> str | None:
         return "not running as root"
     for module in MODULES:
         subprocess.run(["modprobe", module], capture_output=True)
+    # A /dev/mapper/control node alone proves nothing: the driver must be listed.
     misc = Path("/proc/misc").read_text() if Path("/proc/misc").exists() else ""
-    if not Path("/dev/mapper/control").exists() and "device-mapper" not in misc:
-        return "the kernel has no device-mapper (/dev/mapper/control, /proc/misc)"
+    if not any(line.split()[1:] == ["device-mapper"] for line in misc.splitlines()):
+        return "the kernel has no device-mapper (not in /proc/misc)"
     if not Path("/dev/loop-control").exists():
         return "/dev/loop-control is missing (loop module not loaded)"
     return None
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/dm `system`, so `-m 'not system'` leaves them out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.system)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def device_mapper() -> None:
+    """Fails every test in tests/dm, before any other fixture, outside the guest."""
     problem = _device_mapper_problem()
     if problem:
         pytest.fail(
@@ -51,11 +61,6 @@ def device_mapper() -> None:
             "Run them with `make test-dm`.",
             pytrace=False,
         )
-
-
-@pytest.fixture(autouse=True)
-def _require_device_mapper(device_mapper: None) -> None:
-    """Every test in tests/dm fails outside the guest."""
 
 
 def run(argv: Sequence[str], env: dict[str, str] | None = None,
@@ -71,8 +76,18 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None,
     return proc
 
 
-def _udev_running() -> bool:
-    return Path("/run/udev/control").exists()
+def udev_running() -> bool:
+    """udevd answers (its control socket outlives it, so the file alone says nothing).
+
+    With udevd, LVM waits for udev to make /dev/VG/LV (udev_sync=1); without it LVM
+    must make the nodes itself (udev_sync=0 udev_rules=0), or it waits for ever.
+    """
+    try:
+        ping = subprocess.run(["udevadm", "control", "--ping", "--timeout=5"],
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return ping.returncode == 0
 
 
 def lvm_conf(devices: Sequence[str], udev: bool) -> str:
@@ -166,7 +181,7 @@ def make_lvm_sandbox(
             files.append(backing)
             sandbox.loops.append(run(["losetup", "-f", "--show", str(backing)]).stdout.strip())
         sandbox.system_dir.mkdir()
-        (sandbox.system_dir / "lvm.conf").write_text(lvm_conf(sandbox.loops, _udev_running()))
+        (sandbox.system_dir / "lvm.conf").write_text(lvm_conf(sandbox.loops, udev_running()))
         sandbox.env = dict(os.environ, LVM_SYSTEM_DIR=str(sandbox.system_dir))
         return sandbox
 
