@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConnectionFailed
 from .models import LV, PV, VG, Job, Model
 
-__all__ = ["DEFAULT_SOCKET", "default_socket_path", "READ_METHODS", "JobRef", "decode"]
+__all__ = ["DEFAULT_SOCKET", "default_socket_path", "READ_METHODS", "JobRef", "decode",
+           "lost", "retry_after_loss"]
 
 DEFAULT_SOCKET = "/run/lvmsuper/lvmsuper.sock"
 
@@ -30,6 +32,19 @@ class JobRef:
     """A change that outlived its ``wait``: collect it with ``job_status(id)``."""
 
     id: str
+
+
+def retry_after_loss(method: str, attempt: int) -> bool:
+    """A read may be retried once on a new connection; a change never."""
+    return method in READ_METHODS and attempt == 1
+
+
+def lost(method: str, exc: BaseException, socket: str) -> ConnectionFailed:
+    if method not in READ_METHODS:
+        return ConnectionFailed(f"connection to lvmsuperd lost during {method}; the change "
+                                "may or may not have happened: check with a read or 'jobs'",
+                                socket=socket)
+    return ConnectionFailed(f"connection to lvmsuperd lost: {exc}", socket=socket)
 
 
 def default_socket_path() -> str:

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from ._core import READ_METHODS, decode, default_socket_path
+from ._core import lost, retry_after_loss, decode, default_socket_path
 from .errors import ConnectionFailed
 from .models import LV, PV, VG
 from .protocol import LineCodec, make_request, parse_response
@@ -92,14 +92,8 @@ class AsyncClient:
                 return await self._roundtrip(method, params)
             except (OSError, EOFError) as exc:
                 await self.close()
-                if method not in READ_METHODS:
-                    raise ConnectionFailed(
-                        f"connection to lvmsuperd lost during {method}; the change may or "
-                        "may not have happened: check with a read or 'jobs'",
-                        socket=self.socket_path) from exc
-                if attempt == 2:
-                    raise ConnectionFailed(f"connection to lvmsuperd lost: {exc}",
-                                           socket=self.socket_path) from exc
+                if not retry_after_loss(method, attempt):
+                    raise lost(method, exc, self.socket_path) from exc
         raise AssertionError("unreachable")
 
     async def _roundtrip(self, method: str, params: dict[str, Any]) -> Any:

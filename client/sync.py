@@ -12,7 +12,7 @@ import itertools
 import socket
 from typing import Any
 
-from ._core import READ_METHODS, JobRef, decode, default_socket_path
+from ._core import lost, retry_after_loss, JobRef, decode, default_socket_path
 from .dbus import DbusTransport
 from .errors import ConnectionFailed
 from .models import LV, PV, VG
@@ -83,14 +83,8 @@ class Client:
                 return self._roundtrip(method, params)
             except (OSError, EOFError) as exc:
                 self.close()
-                if method not in READ_METHODS:
-                    raise ConnectionFailed(
-                        f"connection to lvmsuperd lost during {method}; the change may or "
-                        "may not have happened: check with a read or 'jobs'",
-                        socket=self.socket_path) from exc
-                if attempt == 2:
-                    raise ConnectionFailed(f"connection to lvmsuperd lost: {exc}",
-                                           socket=self.socket_path) from exc
+                if not retry_after_loss(method, attempt):
+                    raise lost(method, exc, self.socket_path) from exc
         raise AssertionError("unreachable")
 
     def _roundtrip(self, method: str, params: dict[str, Any]) -> Any:
