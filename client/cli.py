@@ -108,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="daemon socket (default $LVMSUPER_SOCKET or "
                    "/run/lvmsuper/lvmsuper.sock)")
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
+    p.add_argument("--dbus", action="store_true",
+                   help="talk over the D-Bus system bus ($DBUS_SYSTEM_BUS_ADDRESS) instead")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -229,7 +231,7 @@ def _change_flags(c: argparse.ArgumentParser, permission: bool = False) -> None:
     c.add_argument("--deltag", action="append", dest="del_tags")
 
 
-_SKIP = {"socket", "json", "command"}
+_SKIP = {"socket", "json", "command", "dbus"}
 _FLAGS = {"force", "missing", "contiguous"}  # store_true: absent means "not given"
 
 
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lvmsuperctl: bad JSON params: {exc}", file=sys.stderr)
         return 2
     try:
-        with Client(args.socket) as client:
+        with Client(args.socket, transport="dbus" if args.dbus else "socket") as client:
             result = client.call(method, **params)
     except ConnectionFailed as exc:
         print(f"lvmsuperctl: {exc.message}", file=sys.stderr)

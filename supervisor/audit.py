@@ -25,11 +25,13 @@ def audit(caller: Caller, method: str, params: dict[str, Any], outcome: str,
         "LVMSUPER_CALLER_UID": str(caller.uid),
         "LVMSUPER_CALLER_PID": str(caller.pid),
         "LVMSUPER_CALLER_COMM": caller.comm,
+        "LVMSUPER_TRANSPORT": caller.transport,
         "LVMSUPER_RESULT": outcome,
         "LVMSUPER_DURATION_MS": f"{duration_ms:.1f}",
         "LVMSUPER_PARAMS": json.dumps(params, sort_keys=True, default=str),
     }
     logging.getLogger(AUDIT_LOGGER).info(
-        "audit: %s by uid=%d pid=%d comm=%s params=%s result=%s duration_ms=%.1f",
-        method, caller.uid, caller.pid, caller.comm, fields["LVMSUPER_PARAMS"], outcome,
+        "audit: %s by uid=%d pid=%d comm=%s via %s params=%s result=%s duration_ms=%.1f",
+        method, caller.uid, caller.pid, caller.comm, caller.transport, fields["LVMSUPER_PARAMS"],
+        outcome,
         duration_ms, extra=fields)

@@ -221,6 +221,7 @@ def test_audit_goes_to_journald_with_fields(sandbox: rig.Sandbox, users: object,
     e = entries[0]
     uid = rig.as_user("lvmst-admin")["user"]
     assert e["LVMSUPER_CALLER_UID"] == str(uid) and e["LVMSUPER_RESULT"] == "ok"
+    assert e["LVMSUPER_TRANSPORT"] == "socket"
     assert e["LVMSUPER_CALLER_COMM"] == "python" and int(e["LVMSUPER_CALLER_PID"]) > 1
     assert float(e["LVMSUPER_DURATION_MS"]) > 0
     assert json.loads(e["LVMSUPER_PARAMS"]) == {"vg": "vga", "name": "audited", "size": MiB}

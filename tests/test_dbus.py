@@ -408,7 +408,12 @@ def test_in_group_user_queries_and_changes(dd: rig.Daemon, bus: Bus, lvm: rig.Sa
     # identity from the bus: the audit record names the calling user and process
     uid = rig.as_user(ADMIN)["user"]
     audit = [line for line in dd.log().splitlines() if "audit: lvcreate" in line]
-    assert f"uid={uid} pid={out['pid']} comm=python" in audit[-1], audit
+    assert f"uid={uid} pid={out['pid']} comm=python via dbus" in audit[-1], audit
+    # the admin CLI speaks D-Bus too
+    cli = rig.run_as(ADMIN, [str(rig.VENV_BIN / "lvmsuperctl"), "--dbus", "lvs", "--json"],
+                     env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+    assert cli.returncode == 0, cli.stderr
+    assert [x["full_name"] for x in json.loads(cli.stdout)] == ["vgd/lv1"]
 
 
 def test_out_of_group_user_is_refused(dd: rig.Daemon, bus: Bus, lvm: rig.Sandbox) -> None:
