@@ -32,8 +32,10 @@ typecheck: install
 	cd build/typecheck && $(CURDIR)/$(VENV)/bin/python -m mypy --config-file $(CURDIR)/pyproject.toml \
 		-p lvmsuper.client -p lvmsuper.supervisor
 
+# The host tier, then the device-mapper tier in a guest kernel (tests/dm, make test-dm).
 test: install typecheck
 	$(VENV)/bin/python -m pytest -q tests --ignore=tests/dm
+	$(MAKE) --no-print-directory test-dm
 
 test-unit: install
 	$(VENV)/bin/python -m pytest -q tests -m 'not system'
@@ -85,3 +87,8 @@ test-dm: install-dm
 	rm -rf $(DM_RESULTS) && mkdir -p $(DM_RESULTS)
 	$(PYTHON) tools/dm-guest --timeout 900 --rwdir $(DM_RESULTS) -- \
 		$(CURDIR)/$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(DM_TESTS) --junitxml=$(CURDIR)/$(DM_RESULTS)/dm.xml
+
+# The load test at 100,000 requests instead of the in-suite 20,000 (tests/test_load.py).
+.PHONY: soak
+soak: install
+	LVMSUPER_SOAK=1 $(VENV)/bin/python -m pytest -q -s tests/test_load.py
