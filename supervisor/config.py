@@ -55,6 +55,9 @@ class Config:
     max_request_bytes: int = 1024 * 1024
     max_queue: int = 1024
     max_parallel: int = 4
+    # seconds a connection may sit with no request in flight and no complete request
+    # received before it is closed (subscribed connections are exempt); 0: never
+    connection_idle_timeout: float = 600.0
     # not in the file: where the configuration came from, for messages
     source: str = field(default="defaults", compare=False)
 
@@ -127,7 +130,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "limits": {"max_connections": ("max_connections", _positive_int),
                "max_request_bytes": ("max_request_bytes", _positive_int),
                "max_queue": ("max_queue", _positive_int),
-               "max_parallel": ("max_parallel", _positive_int)},
+               "max_parallel": ("max_parallel", _positive_int),
+               "connection_idle_timeout": ("connection_idle_timeout", _number)},
 }
 
 

@@ -1,9 +1,12 @@
 """The Unix-socket transport: decode lines, identify the peer, call the core, encode.
 
 Rules: the caller's identity is SO_PEERCRED, taken once at accept. Requests on one
-connection run concurrently (pipelining) and answer in completion order. A bad line
+connection run concurrently (pipelining, at most MAX_PIPELINED at once) and answer in
+completion order; a peer that stops reading its answers stops being read. A bad line
 (invalid JSON or over the size limit) is answered and ends the connection; any other
-bad request is answered and the connection stays.
+bad request is answered and the connection stays. A connection with nothing in flight
+that completes no request for ``[limits] connection_idle_timeout`` seconds is closed
+(a slow or silent peer cannot pin a connection slot); subscribers are exempt.
 """
 
 from __future__ import annotations
@@ -107,8 +110,12 @@ class Connection:
         self.pending: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_PIPELINED)
         self.unsubscribe: Any = None
+        self.idle_timeout = self.service.config.connection_idle_timeout
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.closed = False
 
     async def serve(self) -> None:
+        self._arm_idle()
         try:
             while not self.codec.broken:
                 data = await self.reader.read(65536)
@@ -118,13 +125,19 @@ class Connection:
                     if isinstance(message, BadLine):
                         self.send(encode_error(None, message.error))
                         break
+                    self._disarm_idle()  # a complete request: the peer is not idle
                     await self.slots.acquire()
                     task = asyncio.create_task(self.handle(message))
                     self.pending.add(task)
                     task.add_done_callback(self._done)
+                # A peer that does not read its answers is not read from either: its
+                # answers wait in a bounded buffer, not in the daemon's memory.
+                await self.writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
+            self.closed = True
+            self._disarm_idle()
             if self.unsubscribe is not None:
                 self.unsubscribe()
             # Requests still running are reads or waits on jobs: a change runs on in its
@@ -136,6 +149,34 @@ class Connection:
     def _done(self, task: asyncio.Task[None]) -> None:
         self.pending.discard(task)
         self.slots.release()
+        if not self.pending:
+            self._arm_idle()
+
+    # ---- idle connections ----------------------------------------------------------
+    # Partial bytes do not count as activity: a peer that trickles half a line forever
+    # is as idle as a silent one.
+
+    def _arm_idle(self) -> None:
+        self._disarm_idle()
+        if self.idle_timeout > 0 and not (self.pending or self.closed or self.unsubscribe):
+            loop = asyncio.get_running_loop()
+            self.idle_timer = loop.call_later(self.idle_timeout, self._close_idle)
+
+    def _disarm_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _close_idle(self) -> None:
+        self.idle_timer = None
+        if self.pending or self.unsubscribe is not None or self.writer.is_closing():
+            return
+        log.info("closing connection of uid %d (pid %d, %s): no request for %g s "
+                 "([limits] connection_idle_timeout)", self.caller.uid, self.caller.pid,
+                 self.caller.comm, self.idle_timeout)
+        # Nothing is in flight, so nothing is lost; abort() also frees a peer that
+        # stopped reading its answers. The reader then sees EOF and serve() ends.
+        self.writer.transport.abort()
 
     async def handle(self, message: Any) -> None:
         rid = message.get("id") if isinstance(message, dict) else None
@@ -155,6 +196,7 @@ class Connection:
     def subscribe(self) -> None:
         """From now on this connection also gets a ``changed`` notification per change."""
         if self.unsubscribe is None:
+            self._disarm_idle()  # a subscriber waits for notifications: never idle
             self.unsubscribe = self.service.subscribe(
                 lambda objects: self.send({"jsonrpc": "2.0", "method": "changed",
                                            "params": {"objects": objects}}))

@@ -4,9 +4,11 @@ changes nothing in LVM and leaves the daemon serving; pipelining; the clients.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -64,6 +66,99 @@ def bad_params(loops: list[str]) -> list[tuple[str, dict[str, object], str]]:
         ("lvs", {"names": ["vgbad"]}, "names[0]"),
         ("lvcreate", {"vg": "vgbad", "name": "x", "extents": "50%PVS"}, "extents"),
         ("lvcreate", {"vg": "vgbad", "name": "x", "size": MiB, "wait": -1}, "wait"),
+        *more_bad_params(loops),
+    ]
+
+
+def nested(depth: int) -> object:
+    value: object = "vgbad"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def more_bad_params(loops: list[str]) -> list[tuple[str, dict[str, object], str]]:
+    """The rest of the issue's catalogue: huge arrays and numbers, nesting, look-alikes,
+    option-like values, path tricks, reserved names, type confusion."""
+    lv = {"vg": "vgbad", "size": MiB}
+    return [
+        # 10,000-element arrays
+        ("lvs", {"names": ["vgbad/keep"] * 10000}, "names"),
+        ("vgs", {"names": ["vgbad"] * 10000}, "names"),
+        ("lvcreate", {**lv, "name": "x", "tags": ["t"] * 10000}, "tags"),
+        ("vgextend", {"vg": "vgbad", "devices": [loops[1]] * 10000}, "devices"),
+        # huge and odd numbers
+        ("lvcreate", {**lv, "name": "x", "size": 1e300}, "size"),
+        ("lvcreate", {"vg": "vgbad", "name": "x", "extents": 2**32}, "extents"),
+        ("lvcreate", {"vg": "vgbad", "name": "x", "extents": "0%FREE"}, "extents"),
+        ("lvcreate", {"vg": "vgbad", "name": "x", "extents": "101%VG"}, "extents"),
+        ("lvcreate", {**lv, "name": "x", "wait": 10**30}, "wait"),
+        ("lvcreate", {**lv, "name": "x", "wait": True}, "wait"),
+        ("lvcreate", {**lv, "name": "x", "stripes": 2**40}, "stripes"),
+        ("vgcreate", {"name": "vgn", "devices": [loops[1]], "extent_size": 3 * MiB},
+         "extent_size"),
+        # deeply nested params (within the codec's depth limit)
+        ("lvcreate", {"vg": nested(29), "name": "x", "size": MiB}, "vg"),  # depth 32
+        ("lvs", {"select": {"a": {"b": {"c": {"d": ["vg_name=vgbad"]}}}}}, "select"),
+        # unicode look-alikes and invisible characters
+        ("lvcreate", {**lv, "vg": "vgb\u0430d", "name": "x"}, "vg"),      # Cyrillic a
+        ("lvcreate", {**lv, "vg": "\uff56\uff47bad", "name": "x"}, "vg"),  # fullwidth vg
+        ("lvcreate", {**lv, "name": "\u2010\u2010config"}, "name"),        # hyphens
+        ("lvcreate", {**lv, "name": "\uff0d\uff0dyes"}, "name"),           # fullwidth -
+        ("lvcreate", {**lv, "name": "keep\u200b"}, "name"),                 # zero width
+        ("lvcreate", {**lv, "name": "x\u202egpj"}, "name"),                 # RTL override
+        ("lvremove", {"lv": "vgbad/k\u0435ep"}, "lv"),                      # Cyrillic e
+        ("pvcreate", {"devices": ["/dev/l\u043eop0"]}, "devices[0]"),
+        # option-like values
+        ("lvcreate", {**lv, "name": "-L1g"}, "name"),
+        ("lvcreate", {**lv, "name": "-"}, "name"),
+        ("lvcreate", {**lv, "name": "--"}, "name"),
+        ("lvcreate", {**lv, "vg": "--yes", "name": "x"}, "vg"),
+        ("lvremove", {"lv": "vgbad/--force"}, "lv"),
+        ("lvremove", {"lv": "-vgbad/keep"}, "lv"),
+        ("lvrename", {"lv": "vgbad/keep", "new_name": "--help"}, "new_name"),
+        ("vgrename", {"vg": "vgbad", "new_name": "-ff"}, "new_name"),
+        ("lvchange", {"lv": "vgbad/keep", "add_tags": ["-t"]}, "add_tags[0]"),
+        ("lvchange", {"lv": "vgbad/keep", "permission": "--config=x"}, "permission"),
+        ("lvcreate", {**lv, "name": "x", "type": "raid1 --yes"}, "type"),
+        ("pvcreate", {"devices": ["-ff"]}, "devices[0]"),
+        ("pvresize", {"device": f"{loops[0]} --yes"}, "device"),
+        ("lvs", {"--config": "global{}"}, "--config"),
+        ("job_status", {"job": "--all"}, "job"),
+        # names with newline, NUL, '/', '.', '..', too long, reserved by LVM
+        ("vgcreate", {"name": "vg\nbad", "devices": [loops[1]]}, "name"),
+        ("vgcreate", {"name": "vg\x00", "devices": [loops[1]]}, "name"),
+        ("vgcreate", {"name": "..", "devices": [loops[1]]}, "name"),
+        ("vgcreate", {"name": ".", "devices": [loops[1]]}, "name"),
+        ("vgrename", {"vg": "vgbad", "new_name": "a/b"}, "new_name"),
+        ("lvremove", {"lv": "vgbad/.."}, "lv"),
+        ("lvcreate", {**lv, "name": "x" * 128}, "name"),
+        ("lvcreate", {**lv, "name": "snapshot0"}, "name"),
+        ("lvcreate", {**lv, "name": "pvmove0"}, "name"),
+        ("lvcreate", {**lv, "name": "data_tmeta"}, "name"),
+        ("lvchange", {"lv": "vgbad/keep", "add_tags": ["t\n"]}, "add_tags[0]"),
+        ("lvs", {"select": "x" * 4097}, "select"),
+        ("lvs", {"select": "vg_name=vgbad\x00"}, "select"),
+        ("job_status", {"job": "../../etc/passwd"}, "job"),
+        # paths: not normalised, not under /dev, not block devices
+        ("vgextend", {"vg": "vgbad", "devices": ["/dev/../etc/shadow"]}, "devices[0]"),
+        ("pvs", {"names": ["/dev/../etc/shadow"]}, "names[0]"),
+        ("pvcreate", {"devices": ["/dev/./loop0"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev//loop0"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev/loop0/"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/proc/self/root/dev/loop0"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["dev/loop0"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev/shm"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev/zero"]}, "devices[0]"),
+        ("pvcreate", {"devices": ["/dev/no-such-device-x"]}, "devices[0]"),
+        ("pvchange", {"device": "/dev/loop0\n", "allocatable": False}, "device"),
+        # type confusion
+        ("lvcreate", {**lv, "name": None}, "name"),
+        ("lvcreate", {**lv, "name": 7}, "name"),
+        ("lvcreate", {**lv, "name": "x", "activate": "false"}, "activate"),
+        ("vgremove", {"vg": "vgbad", "force": 1}, "force"),
+        ("lvs", {"tags": "owner=me"}, "tags"),
     ]
 
 
@@ -83,18 +178,85 @@ def test_bad_params_are_typed_errors_and_change_nothing(daemon: rig.Daemon,
     assert raw.request("ping") == {"jsonrpc": "2.0", "id": 1, "result": {}}
 
 
-def test_symlink_in_dev_pointing_outside_is_refused(daemon: rig.Daemon, vg: rig.Sandbox) -> None:
-    link = "/dev/lvmsuper-test-link"
-    os.symlink("/etc/shadow", link)
+@contextlib.contextmanager
+def dev_links(links: dict[str, str]) -> Iterator[None]:
+    """Symlinks under /dev for the duration (names are ours: lvmsuper-test-*)."""
+    made = []
     try:
-        reply = rig.Raw(daemon.socket).request("pvcreate", {"devices": [link]})
-        assert reply["error"]["data"]["name"] == "InvalidRequest"
-        assert "outside /dev" in reply["error"]["message"]
+        for name, target in links.items():
+            path = f"/dev/lvmsuper-test-{name}"
+            os.symlink(target, path)
+            made.append(path)
+        yield
     finally:
-        os.unlink(link)
+        for path in made:
+            os.unlink(path)
 
 
-@pytest.mark.parametrize("line, closes", [
+def test_symlink_in_dev_pointing_outside_is_refused(daemon: rig.Daemon, vg: rig.Sandbox) -> None:
+    """A path under /dev is judged by what it resolves to: outside /dev, not a block
+    device, or dangling is InvalidRequest, before LVM ever sees it."""
+    image = str(vg.dir / "disk2.img")  # the very file behind a sandbox loop device
+    links = {"link": "/etc/shadow", "rel": "../etc/shadow", "image": image,
+             "chain": "/dev/lvmsuper-test-link", "dir": "/dev/shm", "chr": "/dev/zero",
+             "dangling": "/dev/lvmsuper-test-no-such"}
+    reasons = {"link": "outside /dev", "rel": "outside /dev", "image": "outside /dev",
+               "chain": "outside /dev", "dir": "not a block device",
+               "chr": "not a block device", "dangling": "does not exist"}
+    before = vg.state()
+    raw = rig.Raw(daemon.socket)
+    with dev_links(links):
+        for name, reason in reasons.items():
+            for method, params, field in [
+                    ("pvcreate", {"devices": [f"/dev/lvmsuper-test-{name}"]}, "devices[0]"),
+                    ("vgextend", {"vg": "vgbad", "devices": [f"/dev/lvmsuper-test-{name}"]},
+                     "devices[0]")]:
+                reply = raw.request(method, params)
+                assert reply["error"]["data"]["name"] == "InvalidRequest", (name, reply)
+                assert reply["error"]["data"]["field"] == field
+                assert reason in reply["error"]["message"], (name, reply)
+    assert vg.state() == before
+    assert raw.request("ping")["result"] == {}
+
+
+def test_policy_refusals_change_nothing(sandbox: rig.Sandbox, vg: rig.Sandbox) -> None:
+    """Out-of-policy targets, direct or through a /dev symlink to a device LVM would
+    accept: PermissionDenied naming the field, LVM untouched."""
+    d = rig.Daemon(sandbox, "narrow", policy={"devices": [vg.loops[1]],
+                                              "protected_vgs": ["vgbad"]}).start()
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("pvcreate", {"devices": [vg.loops[2]]}, "devices"),
+        ("pvcreate", {"devices": ["/dev/lvmsuper-test-alias"]}, "devices"),
+        ("pvcreate", {"devices": [vg.loops[1], vg.loops[3]]}, "devices"),
+        ("vgcreate", {"name": "vgbad", "devices": [vg.loops[1]]}, "name"),
+        ("vgcreate", {"name": "vgnew", "devices": ["/dev/lvmsuper-test-alias"]}, "devices"),
+        ("lvcreate", {"vg": "vgbad", "name": "x", "size": MiB}, "vg"),
+        ("lvremove", {"lv": "vgbad/keep"}, "lv"),
+        ("lvresize", {"lv": "vgbad/keep", "size": 8 * MiB}, "lv"),
+        ("lvrename", {"lv": "vgbad/keep", "new_name": "moved"}, "lv"),
+        ("lvchange", {"lv": "vgbad/keep", "add_tags": ["mine"]}, "lv"),
+        ("vgchange", {"vg": "vgbad", "add_tags": ["mine"]}, "vg"),
+        ("vgrename", {"vg": "vgbad", "new_name": "vgmine"}, "vg"),
+        ("vgremove", {"vg": "vgbad", "force": True}, "vg"),
+        ("vgextend", {"vg": "vgbad", "devices": [vg.loops[1]]}, "vg"),
+        ("vgreduce", {"vg": "vgbad", "missing": True}, "vg"),
+    ]
+    try:
+        before = vg.state()
+        raw = rig.Raw(d.socket)
+        with dev_links({"alias": vg.loops[3]}):
+            for method, params, field in cases:
+                reply = raw.request(method, params)
+                error = reply.get("error")
+                assert error and error["data"]["name"] == "PermissionDenied", (method, reply)
+                assert error["data"]["field"] == field, (method, params, error)
+        assert vg.state() == before
+        assert raw.request("ping")["result"] == {}
+    finally:
+        d.stop()
+
+
+HOSTILE_LINES = [  # (line, the daemon closes the connection after answering)
     (b'{"jsonrpc": "2.0", "id": 1, "method": "ping"', True),        # invalid JSON
     (b'\xff\xfe{"x": 1}', True),                                     # not UTF-8
     (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', False),     # batch
@@ -106,21 +268,44 @@ def test_symlink_in_dev_pointing_outside_is_refused(daemon: rig.Daemon, vg: rig.
     (b'"just a string"', False),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "pvs", "params": ' + b'{"a":' * 100 + b'1'
      + b'}' * 101, True),                                            # nested too deep
-])
-def test_protocol_errors(daemon: rig.Daemon, line: bytes, closes: bool) -> None:
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "lvcreate", "params": {"vg": "vgbad", '
+     b'"name": "x", "size": 1e400}}', False),                        # decodes to infinity
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "lvcreate", "params": {"vg": "vgbad", '
+     b'"name": "x", "size": ' + b'9' * 5000 + b'}}', True),          # 5000-digit integer
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": NaN}}', True),
+    (b'\xef\xbb\xbf{"jsonrpc": "2.0", "id": 1, "method": "ping"}', True),  # UTF-8 BOM
+    (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', False),  # id not scalar
+    (b'{"jsonrpc": "2.0", "id": 1, "method": 7}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": null}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "sudo": true}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "method": "lvremove"}', False),  # dup
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "PING"}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "lvremove\\u0000"}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "' + b'x' * 100_000 + b'"}', False),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\r\x00', True),  # junk after the object
+]
+
+
+@pytest.mark.parametrize("line, closes", HOSTILE_LINES)
+def test_protocol_errors(daemon: rig.Daemon, vg: rig.Sandbox, line: bytes,
+                         closes: bool) -> None:
+    before = vg.state()
     raw = rig.Raw(daemon.socket)
     raw.send(line + b"\n")
     reply = raw.recv()
     assert reply["error"]["data"]["name"] == "InvalidRequest"
     assert isinstance(reply["error"]["code"], int)
+    assert len(reply["error"]["message"]) < len(line) + 100  # no amplification
     if closes:
         assert raw.closed()
     else:
         assert raw.request("ping")["result"] == {}
     assert rig.Raw(daemon.socket).request("ping")["result"] == {}
+    assert vg.state() == before
 
 
-def test_oversize_line_is_refused_and_closes(daemon: rig.Daemon) -> None:
+def test_oversize_line_is_refused_and_closes(daemon: rig.Daemon, vg: rig.Sandbox) -> None:
+    before = vg.state()
     raw = rig.Raw(daemon.socket)
     try:
         raw.send(b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (2 * MiB))
@@ -131,6 +316,7 @@ def test_oversize_line_is_refused_and_closes(daemon: rig.Daemon) -> None:
     assert "exceeds" in reply["error"]["message"]
     assert raw.closed()
     assert rig.Raw(daemon.socket).request("ping")["result"] == {}
+    assert vg.state() == before
 
 
 def test_pipelined_requests_all_answered_by_id(daemon: rig.Daemon, vg: rig.Sandbox) -> None:

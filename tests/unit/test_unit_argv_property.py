@@ -1,0 +1,426 @@
+"""Property: no caller value ever becomes an LVM option, or lands outside its slot.
+
+Generated requests (valid, hostile and junk values for every parameter of every method)
+go the whole way a real request goes — encoded, split into arbitrary chunks, decoded by
+the line codec, shape-checked, then ``Service.call`` with its validators, policy, jobs
+and the method handlers — down to the argv the runner would execute; a recording
+runner stands in for LVM. Every argv is then read the way LVM's option parser reads
+it, and:
+
+- every option is one of the fixed options the builders use, never caller text;
+- no positional starts with ``-`` (an option to LVM) or ``@`` (a tag: many objects);
+- no element holds NUL or a newline; ``--config`` is always exactly the pinned string;
+- each caller string appears only in a slot its parameter may use (a tag only after
+  ``--addtag``/``--deltag``, a selection only after ``--select``, a device only as a
+  positional ...), and values of fixed-vocabulary options are from that vocabulary;
+- a read never runs a mutating command; a refused request (InvalidRequest) never ran
+  one either; nothing ends as ``Internal``.
+
+Pure: no root, no LVM, no sockets. ``validate.device`` is replaced by its syntax and
+/dev-containment checks (the block-device test needs real devices; it is not about argv
+shape and is covered in test_unit_validate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from lvmsuper.client.errors import Internal, InvalidRequest, LvmSuperError
+from lvmsuper.client.protocol import BadLine, LineCodec, make_request, parse_request
+from lvmsuper.supervisor import lvmcmd, validate
+from lvmsuper.supervisor.auth import Caller, Role
+from lvmsuper.supervisor.config import Config
+from lvmsuper.supervisor.lvm import Lvm
+from lvmsuper.supervisor.methods import METHODS
+from lvmsuper.supervisor.runner import RunResult
+from lvmsuper.supervisor.service import Service
+
+# ---- how LVM reads an argv --------------------------------------------------------
+
+VALUE_OPTIONS = {"--config", "--reportformat", "--units", "-o", "--select", "--configreport",
+                 "--name", "--size", "--extents", "--type", "--virtualsize", "--thinpool",
+                 "--addtag", "--deltag", "--activate", "--zero", "--contiguous", "--stripes",
+                 "--stripesize", "--physicalextentsize", "--setphysicalvolumesize",
+                 "--allocatable", "--permission", "-i"}
+FLAG_OPTIONS = {"--nosuffix", "--binary", "--yes", "--force", "--snapshot", "--removemissing",
+                "--abort"}
+READS = {"pvs", "vgs", "lvs", "fullreport", "version"}
+
+
+def _pinned() -> set[str]:
+    """The daemon's own --config strings (with and without LVM's JSON command log)."""
+    pins = {lvmcmd.pinned_config(None)}
+    try:
+        pins.add(lvmcmd.pinned_config(None, command_log=False))
+    except TypeError:
+        pass
+    return pins
+
+
+PINNED = _pinned()
+FIELD_LISTS = {",".join(f) for f in (lvmcmd.PV_FIELDS, lvmcmd.VG_FIELDS, lvmcmd.LV_FIELDS,
+                                      lvmcmd.LV_ONLY_FIELDS, lvmcmd.SEG_FIELDS)} | {"pvseg_start"}
+YN = {"y", "n"}
+# option -> its whole vocabulary (no caller text can be there)
+FIXED: dict[str, set[str]] = {
+    "--config": PINNED, "--reportformat": {"json"}, "--units": {"b"},
+    "-o": FIELD_LISTS, "--configreport": {"pv", "lv", "seg", "pvseg"}, "--activate": YN,
+    "--zero": YN, "--contiguous": YN, "--allocatable": YN, "-i": {"1"},
+    "--type": {"thin-pool", "thin"}, "--permission": {"r", "rw"}}
+SECTORS = re.compile(r"[1-9][0-9]*s\Z")
+# option -> the shape its (validated) value must have
+SHAPES: dict[str, re.Pattern[str]] = {
+    "--size": SECTORS, "--virtualsize": SECTORS, "--stripesize": SECTORS,
+    "--physicalextentsize": SECTORS, "--setphysicalvolumesize": SECTORS,
+    "--stripes": re.compile(r"[1-9][0-9]*\Z"),
+    "--extents": re.compile(r"[1-9][0-9]*\Z|[1-9][0-9]{0,2}%(FREE|VG)\Z"),
+    "--name": re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z"),
+    "--thinpool": re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z"),
+    "--addtag": re.compile(r"[A-Za-z0-9_+.=!:&#/][A-Za-z0-9_+.=!:&#/-]*\Z"),
+    "--deltag": re.compile(r"[A-Za-z0-9_+.=!:&#/][A-Za-z0-9_+.=!:&#/-]*\Z"),
+    "--select": re.compile(r"[^\0\n\r]+\Z")}
+POS = ("pos", "")
+# parameter -> the slots its strings may take in an argv
+ALLOWED: dict[str, set[tuple[str, str]]] = {
+    "vg": {POS}, "new_name": {POS}, "lv": {POS, ("opt", "--name")}, "origin": {POS},
+    "names": {POS},
+    "devices": {POS}, "device": {POS}, "source": {POS}, "destination": {POS},
+    "name": {POS, ("opt", "--name")}, "pool": {("opt", "--thinpool")},
+    "tags": {("opt", "--addtag")}, "add_tags": {("opt", "--addtag")},
+    "del_tags": {("opt", "--deltag")}, "select": {("opt", "--select")},
+    "extents": {("opt", "--extents")}, "type": {("opt", "--type")},
+    "permission": {("opt", "--permission")}, "stripes": {("opt", "--stripes")},
+    "size": {("opt", "--size"), ("opt", "--setphysicalvolumesize")},
+    "virtual_size": {("opt", "--virtualsize")}, "stripe_size": {("opt", "--stripesize")},
+    "extent_size": {("opt", "--physicalextentsize")}}
+
+
+def slots(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """Each element's role as LVM's getopt sees it: the command, an option, an option's
+    value, or a positional. Fails on anything LVM would read as an unknown option."""
+    out = [("cmd", "")]
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in VALUE_OPTIONS:
+            assert i + 1 < len(argv), f"{arg} without its value: {argv}"
+            out += [("flag", arg), ("opt", arg)]
+            i += 2
+        elif arg in FLAG_OPTIONS:
+            out.append(("flag", arg))
+            i += 1
+        else:
+            assert not arg.startswith("-"), f"{arg!r} would be an option to LVM: {argv}"
+            assert not arg.startswith("@"), f"{arg!r} would select by tag: {argv}"
+            out.append(POS)
+            i += 1
+    return out
+
+
+def caller_strings(params: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(parameter, text) for every string the caller sent (and the parts of a
+    ``vg/lv``), and for every number the texts it may be rendered as (``7``, and ``7s``
+    for a size in sectors)."""
+    if isinstance(params, str):
+        yield key, params
+        if key in ("lv", "names") and "/" in params:  # "vg/lv": LVM may get the parts
+            for part in params.split("/"):
+                yield key, part
+    elif isinstance(params, int) and not isinstance(params, bool):
+        yield key, str(params)
+        if params > 0:
+            yield key, lvmcmd.size_arg(params)
+    elif isinstance(params, list):
+        for item in params:
+            yield from caller_strings(item, key)
+    elif isinstance(params, dict):
+        for k, v in params.items():
+            yield from caller_strings(v, k if not key else key)
+
+
+def check_argv(argv: list[str], params: dict[str, Any]) -> None:
+    assert argv and argv[0].isalpha(), argv
+    for arg in argv:
+        assert "\0" not in arg and "\n" not in arg, argv
+    if argv[0] != "version":
+        assert argv[1] == "--config" and argv[2] in PINNED, argv
+    roles = slots(argv)
+    by_value: dict[str, set[str]] = {}
+    for key, text in caller_strings(params):
+        by_value.setdefault(text, set()).add(key)
+    for arg, (kind, option) in zip(argv, roles):
+        if kind == "opt":
+            if option in FIXED:
+                assert arg in FIXED[option], (option, arg, argv)
+            if option in SHAPES:
+                assert SHAPES[option].match(arg), (option, arg, argv)
+        keys = by_value.get(arg)
+        if not keys or kind in ("cmd", "flag") or (kind == "opt" and arg in FIXED.get(option, ())):
+            continue  # our own command, options and fixed vocabulary
+        allowed = set().union(*(ALLOWED.get(k, set()) for k in keys))
+        assert (kind, option) in allowed, \
+            f"caller value {arg!r} (from {sorted(keys)}) landed in {kind} {option}: {argv}"
+    if argv[0] in ("pvs", "vgs", "lvs") and isinstance(params.get("select"), str):
+        # the one value that may look like an option is always --select's argument
+        assert (params["select"], ("opt", "--select")) in zip(argv, roles), argv
+
+
+# ---- a Service over a recording runner ------------------------------------------------
+
+def _row(fields: Sequence[str], values: dict[str, str]) -> dict[str, str]:
+    return {f: values.get(f, "0") for f in fields}
+
+
+PV_ROW = _row(lvmcmd.PV_FIELDS, {"pv_name": "/dev/loop0", "pv_uuid": "u1", "vg_name": "vg0",
+                                 "pv_tags": "", "pv_attr": "a--", "pv_allocatable": "1"})
+VG_ROW = _row(lvmcmd.VG_FIELDS, {"vg_name": "vg0", "vg_uuid": "u2", "vg_permissions": "writeable",
+                                 "vg_lock_type": "", "vg_systemid": "", "vg_tags": "",
+                                 "vg_attr": "wz--n-"})
+LV_ROW = _row(lvmcmd.LV_FIELDS, {"lv_name": "lv0", "vg_name": "vg0", "lv_full_name": "vg0/lv0",
+                                 "lv_uuid": "u3", "lv_path": "/dev/vg0/lv0",
+                                 "lv_size": str(2**30), "segtype": "linear", "lv_active": "",
+                                 "origin": "", "pool_lv": "", "data_percent": "",
+                                 "metadata_percent": "", "devices": "/dev/loop0(0)",
+                                 "lv_tags": "", "lv_attr": "-wi-------"})
+
+
+class Recorder:
+    """Stands in for ExecRunner: records each argv, answers with a plausible report."""
+
+    def __init__(self, fail_changes: bool) -> None:
+        self.argvs: list[list[str]] = []
+        self.fail_changes = fail_changes
+
+    async def run(self, args: Sequence[str], *, timeout: float | None,
+                  on_line: Callable[[str], None] | None = None) -> RunResult:
+        argv = list(args)
+        self.argvs.append(argv)
+        command, rc = argv[0], 0
+        if command == "version":
+            out = "  LVM version:     2.03.16(2) (2022-05-18)\n"
+        elif command in ("pvs", "vgs", "lvs"):
+            row = {"pvs": PV_ROW, "vgs": VG_ROW, "lvs": LV_ROW}[command]
+            out = json.dumps({"report": [{command[:2]: [row]}]}, indent=2)
+        elif command == "fullreport":
+            lv_row = {k: v for k, v in LV_ROW.items() if k in lvmcmd.LV_ONLY_FIELDS}
+            seg = {"lv_uuid": "u3", "segtype": "linear", "devices": "/dev/loop0(0)"}
+            out = json.dumps({"report": [{"vg": [VG_ROW], "pv": [PV_ROW], "lv": [lv_row],
+                                          "seg": [seg], "pvseg": []}]}, indent=2)
+        else:
+            rc = 5 if self.fail_changes else 0
+            out = json.dumps({"log": [{"log_type": "error", "log_message": "injected"}]}
+                             if rc else {"log": []}, indent=2)
+        return RunResult(("/sbin/lvm", *argv), rc, out, "", 0.001)
+
+
+class AllowAll:
+    async def allowed(self, caller: Caller, role: Role) -> bool:
+        return True
+
+
+ROOT = Caller(uid=0, gid=0, pid=1, comm="test")
+CONFIG = Config(lvm_binary="/sbin/lvm", policy_devices=("/dev/*",), jobs_keep=0)
+
+
+def call(line: bytes, cuts: list[int], fail_changes: bool
+         ) -> tuple[Any, list[list[str]], dict[str, Any] | None]:
+    """Feeds ``line`` through the codec in pieces, then through Service.call; returns
+    (result or error, argvs run, the params as the daemon decoded them)."""
+    codec = LineCodec()
+    points = sorted({c % (len(line) + 1) for c in cuts})
+    messages: list[Any] = []
+    for a, b in zip([0, *points], [*points, len(line)]):
+        messages += codec.feed(line[a:b])
+    assert len(messages) == 1, messages
+    if isinstance(messages[0], BadLine):
+        return messages[0].error, [], None
+    try:
+        request = parse_request(messages[0])
+    except InvalidRequest as exc:
+        return exc, [], None
+    recorder = Recorder(fail_changes)
+
+    async def run() -> Any:
+        service = Service(CONFIG, Lvm(recorder, timeout=60, extra_config=None))
+        try:
+            return await service.call(ROOT, request.method, request.params, AllowAll())
+        except LvmSuperError as exc:
+            return exc
+        finally:
+            await service.jobs.drain()  # a job (wait, pvmove) finishes its LVM work too
+
+    return asyncio.run(run()), recorder.argvs, request.params
+
+
+# ---- generated input ---------------------------------------------------------------
+
+HOSTILE = ["", "-", "--", "--config", "--config=global{activation=1}", "-ff", "--yes", "-L1g",
+           "--select", "a\nb", "a\x00b", "a\rb", "..", ".", "/", "vg/lv", "vg/lv/x", "@tag",
+           "/dev/../etc/shadow", "/dev/loop0 --yes", "/dev/loop0\n", " x", "x ", "ｖｇ0",
+           "\u2010\u2010yes", "\uff0dff", "x\u200b", "#orphans", "snapshot0", "pvmove0",
+           "x_tmeta", "=", "!x", "%FREE", "1%FREE", "100%VG", "50%PVS", "linear", "thin",
+           "r", "rw", "y", "n", "json", "b", "/dev/loop0", "/dev/-ff", "/dev/@x",
+           "/dev/loop0:0-9", "vg0", "lv0", "vg0/lv0", "-vg0/lv0", "vg0/-lv0",
+           "1-1", "99999999999999999999-1", "x" * 200]
+NAME = st.from_regex(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,12}", fullmatch=True)
+TAG = st.from_regex(r"[A-Za-z0-9_+.=!:&#/][A-Za-z0-9_+.=!:&#/-]{0,12}", fullmatch=True)
+DEVICE = st.one_of(st.sampled_from(["/dev/loop0", "/dev/loop1", "/dev/sdb", "/dev/mapper/mpatha",
+                                    "/dev/disk/by-id/scsi-0QEMU_disk:1"]),
+                   st.from_regex(r"/dev/[A-Za-z0-9_.:+@=,#%~-][A-Za-z0-9/_.:+@=,#%~-]{0,20}",
+                                 fullmatch=True))
+TEXT = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=16))
+JUNK = st.recursive(st.none() | st.booleans() | st.integers() | TEXT
+                    | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(TEXT, inner, max_size=2), max_leaves=6)
+
+
+SIZE = st.integers(min_value=1, max_value=2**63 - 1)
+POW2 = st.sampled_from([2**k for k in range(10, 35)])
+LV = st.builds(lambda a, b: f"{a}/{b}", NAME, NAME)
+# parameter -> valid values (validators accept them; the handlers may still refuse)
+VALID_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "vg": NAME, "name": NAME, "new_name": NAME, "origin": NAME, "pool": NAME, "lv": LV,
+    "names": st.lists(st.one_of(NAME, DEVICE, LV), min_size=1, max_size=4),
+    "devices": st.lists(DEVICE, min_size=1, max_size=4, unique=True), "device": DEVICE,
+    "source": DEVICE, "destination": DEVICE,
+    "tags": st.lists(TAG, max_size=4), "add_tags": st.lists(TAG, max_size=4),
+    "del_tags": st.lists(TAG, max_size=4),
+    "select": st.one_of(st.text(min_size=1, max_size=30).filter(
+        lambda t: not any(c in t for c in "\0\n\r")), st.sampled_from(
+        ["--yes", "-ff", "--config=x", "@tag", "vg_name=vg0 || --force"])),
+    "size": SIZE, "virtual_size": SIZE, "extent_size": POW2, "stripe_size": POW2,
+    "stripes": st.integers(min_value=1, max_value=128),
+    "extents": st.one_of(st.integers(min_value=1, max_value=2**32 - 1),
+                         st.from_regex(r"[1-9][0-9]?%(FREE|VG)", fullmatch=True)),
+    "type": st.sampled_from(["linear", "snapshot", "thin-pool", "thin"]),
+    "permission": st.sampled_from(["r", "rw"]),
+    "job": st.from_regex(r"[0-9]{1,3}-[0-9]{1,3}", fullmatch=True),
+    "wait": st.sampled_from([0, 0.0, 30]),
+}
+HOSTILE_VALUES = st.one_of(TEXT, TEXT, JUNK, st.integers(min_value=-2**70, max_value=2**70),
+                           st.lists(TEXT, max_size=3))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A method with its required parameters and some optional ones, all valid; then
+    (most of the time) one or two of them, or an undeclared one, made hostile."""
+    name = draw(st.sampled_from(sorted(METHODS)))
+    declared = METHODS[name].params
+    keys = [k for k, p in declared.items() if p.required]
+    if declared:
+        keys += draw(st.lists(st.sampled_from(sorted(declared)), unique=True, max_size=4))
+    params = {k: draw(VALID_VALUES.get(k, st.booleans())) for k in dict.fromkeys(keys)}
+    for _ in range(draw(st.integers(0, 2))):
+        victim = draw(st.sampled_from(sorted(declared) + ["?"])) if declared else "?"
+        if victim == "?":
+            victim = draw(TEXT)  # an undeclared parameter
+        params[victim] = draw(HOSTILE_VALUES)
+    return name, params
+
+
+@pytest.fixture(autouse=True, scope="module")
+def syntax_only_devices() -> Iterator[None]:
+    def device(value: Any, field: str) -> str:
+        text: str = validate.device_path(value, field)
+        if not os.path.realpath(text).startswith("/dev/"):
+            raise InvalidRequest(f"{field}: {text!r} resolves outside /dev", field=field)
+        return text
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validate, "device", device)
+        yield
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=requests(), cuts=st.lists(st.integers(min_value=0), max_size=4),
+       fail_changes=st.booleans())
+def test_no_caller_value_becomes_an_option_or_leaves_its_slot(
+        request: tuple[str, dict[str, Any]], cuts: list[int], fail_changes: bool) -> None:
+    method, params = request
+    line = LineCodec.encode(make_request(1, method, params))
+    outcome, argvs, decoded = call(line, cuts, fail_changes)
+    assert not isinstance(outcome, Internal), (method, params, outcome)
+    if decoded is None:
+        assert isinstance(outcome, InvalidRequest)
+        return
+    assert decoded == json.loads(line)["params"]  # the codec delivered it unchanged
+    for argv in argvs:
+        check_argv(argv, decoded)
+    mutating = [a for a in argvs if a[0] not in READS]
+    event(f"outcome: {type(outcome).__name__ if isinstance(outcome, LvmSuperError) else 'ok'}")
+    event(f"mutating argv built: {bool(mutating)}")
+    if not METHODS[method].change:
+        assert not mutating, (method, argvs)
+    if isinstance(outcome, InvalidRequest):
+        assert not mutating, ("refused, yet LVM ran", method, params, argvs)
+    for argv in mutating:
+        assert argv[0] == method, (method, argv)  # each change runs its own command
+    assert len(mutating) <= 1, argvs
+
+
+VALID: dict[str, dict[str, Any]] = {
+    "pvcreate": {"devices": ["/dev/loop0", "/dev/loop1"]},
+    "pvremove": {"devices": ["/dev/loop0"]},
+    "pvresize": {"device": "/dev/loop0", "size": 10**9},
+    "pvchange": {"device": "/dev/loop0", "allocatable": False, "add_tags": ["a"],
+                 "del_tags": ["b"]},
+    "vgcreate": {"name": "vg1", "devices": ["/dev/loop0"], "extent_size": 2**22,
+                 "tags": ["t"]},
+    "vgextend": {"vg": "vg0", "devices": ["/dev/loop1"]},
+    "vgreduce": {"vg": "vg0", "devices": ["/dev/loop1"]},
+    "vgremove": {"vg": "vg0", "force": True},
+    "vgrename": {"vg": "vg0", "new_name": "vg9"},
+    "vgchange": {"vg": "vg0", "activate": True, "add_tags": ["t"]},
+    "lvcreate": {"vg": "vg0", "name": "lv1", "size": 2**20, "tags": ["t"], "zero": False,
+                 "stripes": 1, "devices": ["/dev/loop0"]},
+    "lvremove": {"lv": "vg0/lv0"},
+    "lvresize": {"lv": "vg0/lv0", "size": 2**31},
+    "lvrename": {"lv": "vg0/lv0", "new_name": "lv9"},
+    "lvchange": {"lv": "vg0/lv0", "permission": "r", "del_tags": ["t"]},
+    "pvmove": {"source": "/dev/loop0", "destination": "/dev/loop1", "lv": "vg0/lv0"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(VALID))
+def test_every_change_reaches_its_argv_builder(method: str) -> None:
+    """The property above is not vacuous: valid params of every change do produce the
+    mutating argv, and it passes the same checks."""
+    assert set(VALID) == {m for m, spec in METHODS.items() if spec.change}
+    params = VALID[method]
+    outcome, argvs, decoded = call(LineCodec.encode(make_request(1, method, params)), [],
+                                   False)
+    assert not isinstance(outcome, LvmSuperError), outcome
+    mutating = [a for a in argvs if a[0] == method]
+    assert len(mutating) == 1, argvs
+    for argv in argvs:
+        check_argv(argv, params)
+
+
+PIN = lvmcmd.pinned_config(None)
+
+
+@pytest.mark.parametrize("argv, params", [
+    (["lvcreate", "--config", PIN, "--yes", "-ff", "vg0"], {"name": "-ff"}),        # option
+    (["lvcreate", "--config", PIN, "--name", "x", "@t"], {"vg": "@t"}),            # tag
+    (["vgchange", "--config", PIN, "--addtag", "vg0", "vg0"], {"vg": "vg0"}),       # slot
+    (["lvs", "--config", PIN, "--select", "x", "vg0"], {"select": "y"}),           # moved
+    (["lvs", "--config", PIN + " global{}", "vg0"], {}),                            # config
+    (["lvs", "--config", PIN, "--config", "x", "vg0"], {}),                         # vocab
+    (["lvcreate", "--config", PIN, "--size", "10G", "vg0"], {"size": 10}),          # shape
+    (["lvcreate", "--config", PIN, "--name", "a\nb", "vg0"], {"name": "a\nb"}),     # newline
+])
+def test_the_checker_catches_injections(argv: list[str], params: dict[str, Any]) -> None:
+    """The oracle is not vacuous: argvs a broken builder could produce are caught."""
+    with pytest.raises(AssertionError):
+        check_argv(argv, params)
