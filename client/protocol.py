@@ -142,7 +142,8 @@ def _shape(message: str, rid: Any = None) -> InvalidRequest:
 
 
 def method_not_found(method: str) -> InvalidRequest:
-    return InvalidRequest(f"unknown method {method!r}", code=METHOD_NOT_FOUND, field="method")
+    shown = method if len(method) <= 100 else method[:100] + "..."
+    return InvalidRequest(f"unknown method {shown!r}", code=METHOD_NOT_FOUND, field="method")
 
 
 def encode_result(rid: Any, result: Any) -> dict[str, Any]:

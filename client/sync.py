@@ -49,7 +49,9 @@ class Client:
             self._dbus.connect()
             return
         if self._sock is not None:
-            return
+            if not self._closed_by_daemon():
+                return
+            self.close()  # e.g. idle timeout: nothing was sent, so reconnecting is safe
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -61,6 +63,15 @@ class Client:
         self._sock = sock
         self._codec = LineCodec(64 * 1024 * 1024)
         self._pending = []
+
+    def _closed_by_daemon(self) -> bool:
+        assert self._sock is not None
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def close(self) -> None:
         if self._dbus is not None:

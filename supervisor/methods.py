@@ -33,7 +33,8 @@ ORPHANS = "#orphans"  # lock key for changes to PVs outside any VG
 class Param:
     check: v.Checker
     required: bool = False
-    # what policy applies: "vg" (protected VGs), "lv" (its VG), "devices" (device globs)
+    # what policy applies: "vg" (protected VGs), "lv" (its VG), "device"/"devices"
+    # (device globs)
     policy: str | None = None
 
 
@@ -373,6 +374,7 @@ _WAIT = {"wait": Param(v.wait)}
 _DEVICES = Param(v.devices, True, "devices")
 _VG = Param(v.vg_name, True, "vg")
 _LV = Param(v.lv_path, True, "lv")
+_PV = Param(v.device_path, True, "device")  # an existing PV: policy globs apply
 _TAGS = {"add_tags": Param(v.tags), "del_tags": Param(v.tags)}
 
 
@@ -399,8 +401,8 @@ METHODS: dict[str, Method] = _table(
     Method("jobs", _Q, _jobs),
     Method("job_status", _Q, _job_status, {"job": Param(v.job_id, True)}),
     Method("job_cancel", _M, _job_cancel, {"job": Param(v.job_id, True)}),
-    Method("pvmove", _M, _pvmove, {"source": Param(v.device_path, True),
-                                   "destination": Param(v.device_path),
+    Method("pvmove", _M, _pvmove, {"source": _PV,
+                                   "destination": Param(v.device_path, False, "device"),
                                    "lv": Param(v.lv_path), **_WAIT}, True,
            lambda args: ("#pvmove:" + args["source"],)),
     Method("pvcreate", _M, _pvcreate, {"devices": _DEVICES, **_WAIT}, True,
@@ -421,10 +423,10 @@ METHODS: dict[str, Method] = _table(
         "origin": Param(v.lv_name), "pool": Param(v.lv_name), "virtual_size": Param(v.size),
         "stripes": Param(v.stripes), "stripe_size": Param(v.extent_size),
         "devices": Param(v.string_list_of(v.device_path)), **_WAIT}, True, _lock_vg("vg")),
-    Method("pvresize", _M, _pvresize, {"device": Param(v.device_path, True),
+    Method("pvresize", _M, _pvresize, {"device": _PV,
                                        "size": Param(v.size), **_WAIT}, True,
            lambda args: (ORPHANS,)),
-    Method("pvchange", _M, _pvchange, {"device": Param(v.device_path, True),
+    Method("pvchange", _M, _pvchange, {"device": _PV,
                                        "allocatable": Param(v.boolean), **_TAGS, **_WAIT},
            True, lambda args: (ORPHANS,)),
     Method("vgextend", _M, _vgextend, {"vg": _VG, "devices": _DEVICES, **_WAIT}, True,

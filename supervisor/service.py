@@ -94,6 +94,7 @@ class Service:
         self.transports: list[str] = []
         self._slots = asyncio.Semaphore(config.max_parallel)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._lock_users: collections.Counter[str] = collections.Counter()
         self._listeners: list[Listener] = []
         self._queued_reads: dict[Hashable, asyncio.Task[Any]] = {}
         self._lvm_version: str | None = None
@@ -156,12 +157,22 @@ class Service:
             if param.policy == "lv" and value[0] in self.config.protected_vgs:
                 raise PermissionDenied(f"VG {value[0]!r} is protected by policy",
                                        required="policy", field=key)
-            if param.policy == "devices":
-                for dev in value:
+            if param.policy in ("device", "devices"):
+                for dev in ([value] if param.policy == "device" else value):
                     if not self.device_allowed(dev):
                         raise PermissionDenied(
                             f"device {dev!r} is not allowed by [policy] devices",
                             required="policy", field=key)
+
+    async def check_pv_not_protected(self, device: str) -> None:
+        """A change to an existing PV changes its VG: refused for a protected VG."""
+        if not self.config.protected_vgs:
+            return
+        pvs = await self.read(("pvs", device, None), lambda: self.lvm.pvs([device]),
+                              [Expect("pv", device)])
+        if pvs and pvs[0].vg in self.config.protected_vgs:
+            raise PermissionDenied(f"{device} belongs to VG {pvs[0].vg!r}, which is "
+                                   "protected by policy", required="policy")
 
     def device_allowed(self, device: str) -> bool:
         real = os.path.realpath(device)
@@ -174,6 +185,9 @@ class Service:
         wait = 0 if call.method.name == "pvmove" else call.args.pop("wait", None)
         call.args.pop("wait", None)
         self._check_policy(call)
+        for key, param in call.method.params.items():  # before any job exists
+            if param.policy == "device" and key in call.args:
+                await self.check_pv_not_protected(call.args[key])
         shown = {k: v for k, v in params.items() if k != "wait"}
         job = self.jobs.start(call.method.name, call.caller.uid,
                               lambda job: self._run_change(call, shown, job))
@@ -204,15 +218,25 @@ class Service:
 
     @asynccontextmanager
     async def _locked(self, keys: list[str]) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for key in keys:  # sorted order: no lock-order deadlock between changes
-                lock = self._locks[key]
-                if lock.locked():
-                    with self._queued():
+        """Holds the locks of ``keys`` (VG names); a lock lives only while someone holds
+        or waits for it, so names a caller makes up do not pile up."""
+        for key in keys:
+            self._lock_users[key] += 1
+        try:
+            async with AsyncExitStack() as stack:
+                for key in keys:  # sorted order: no lock-order deadlock between changes
+                    lock = self._locks[key]
+                    if lock.locked():
+                        with self._queued():
+                            await stack.enter_async_context(lock)
+                    else:
                         await stack.enter_async_context(lock)
-                else:
-                    await stack.enter_async_context(lock)
-            yield
+                yield
+        finally:
+            for key in keys:
+                self._lock_users[key] -= 1
+                if not self._lock_users[key]:
+                    del self._lock_users[key], self._locks[key]
 
     async def change(self, call: Call, command: str, args: list[str], expect: list[Expect],
                      changed: Iterable[tuple[str, str]], *, json_log: bool = True) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import rig
-from lvmsuper.client import Client
+from lvmsuper.client import NotFound, Client
 
 pytestmark = pytest.mark.system
 MiB = 2**20
@@ -241,6 +241,11 @@ def test_a_client_idle_past_the_timeout_reconnects_for_reads(idle: rig.Daemon,
         assert c.ping() == {}
         time.sleep(2 * IDLE)  # the daemon closes the connection meanwhile
         assert c.vgs() == []  # a read reconnects transparently
+        time.sleep(2 * IDLE)
+        # a change too: the client sees the close before sending, so nothing was lost
+        # and nothing can be "maybe done"
+        with pytest.raises(NotFound):
+            c.lvcreate("vgnone", "x", size=2**20)
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_policy_devices_and_protected_vgs(sandbox: rig.Sandbox, users: object,
                                           lvm: rig.Sandbox) -> None:
     lvm.lvm("pvcreate", lvm.loops[2])
     lvm.lvm("vgcreate", "vgkeep", lvm.loops[2])
-    d = rig.Daemon(sandbox, "policy", policy={"devices": [lvm.loops[0]],
+    d = rig.Daemon(sandbox, "policy", policy={"devices": [lvm.loops[0], lvm.loops[2]],
                                                "protected_vgs": ["vgkeep"]}).start()
     try:
         before = lvm.state()
@@ -145,8 +145,14 @@ def test_policy_devices_and_protected_vgs(sandbox: rig.Sandbox, users: object,
         assert denied["error"] == "PermissionDenied" and denied["data"]["field"] == "devices"  # type: ignore[index]
         for method, params in [("lvcreate", {"vg": "vgkeep", "name": "x", "size": MiB}),
                                ("vgremove", {"vg": "vgkeep", "force": True}),
-                               ("vgcreate", {"name": "vgkeep", "devices": [lvm.loops[0]]})]:
-            assert call_as(ADMIN, d, method, **params)["error"] == "PermissionDenied", method
+                               ("vgcreate", {"name": "vgkeep", "devices": [lvm.loops[0]]}),
+                               # existing PVs: outside the globs, or in a protected VG
+                               ("pvchange", {"device": lvm.loops[1], "add_tags": ["x"]}),
+                               ("pvresize", {"device": lvm.loops[2]}),
+                               ("pvchange", {"device": lvm.loops[2], "allocatable": False}),
+                               ("pvmove", {"source": lvm.loops[2]})]:
+            out = call_as(ADMIN, d, method, **params)
+            assert out.get("error") == "PermissionDenied", (method, params, out)
         assert lvm.state() == before
         assert ok(ADMIN, d, "pvcreate", devices=[lvm.loops[0]])
     finally:

@@ -49,6 +49,7 @@ max_connections = 16
 max_request_bytes = 65536
 max_queue = 32
 max_parallel = 2
+connection_idle_timeout = 90
 """
 
 
@@ -65,6 +66,7 @@ def test_defaults() -> None:
     assert config.policy_devices == () and config.protected_vgs == ()
     assert config.dbus_enabled == "auto" and config.dbus_bus == "system"
     assert config.lvm_runner == "exec" and config.lvm_system_dir is None
+    assert config.connection_idle_timeout == 600.0
 
 
 def test_every_documented_key() -> None:
@@ -77,7 +79,8 @@ def test_every_documented_key() -> None:
         jobs_keep=600.0, access_query=("lvmsuper", "monitoring"), access_manage=("vdsm",),
         access_destroy=(), policy_devices=("/dev/disk/by-id/*", "/dev/loop*"),
         protected_vgs=("rootvg",), dbus_enabled=False, dbus_bus="unix:path=/run/test/bus",
-        max_connections=16, max_request_bytes=65536, max_queue=32, max_parallel=2)
+        max_connections=16, max_request_bytes=65536, max_queue=32, max_parallel=2,
+        connection_idle_timeout=90.0)
     assert config.source == "test.toml"
     assert isinstance(config.idle_timeout, float) and isinstance(config.jobs_keep, float)
 
