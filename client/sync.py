@@ -9,6 +9,7 @@ same methods, same typed results, same exceptions.
 from __future__ import annotations
 
 import itertools
+import select
 import socket
 from typing import Any
 
@@ -65,11 +66,13 @@ class Client:
         self._pending = []
 
     def _closed_by_daemon(self) -> bool:
+        """Whether the daemon hung up. Polled, not peeked with MSG_DONTWAIT: a socket
+        with a timeout first waits (up to that timeout) for data, flag or not."""
         assert self._sock is not None
-        try:
-            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
+        if not select.select([self._sock], [], [], 0)[0]:
             return False
+        try:  # readable: data or EOF is there, so this cannot block
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
 

@@ -7,8 +7,12 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -345,14 +349,64 @@ def test_async_client_concurrent_and_sync_client_reconnects(daemon: rig.Daemon,
     client = Client(daemon.socket)
     assert client.vgs()[0].name == "vgbad"
     assert client._sock is not None
-    client._sock.shutdown(2)  # the connection breaks under the client
-    assert client.vgs()[0].name == "vgbad"  # a read retries once on a new connection
-    client._sock.shutdown(2)
-    with pytest.raises(ConnectionFailed, match="may or may not have happened"):
-        client.lvcreate("vgbad", "never", size=MiB)  # a change never retries
+    # A connection that broke while idle is noticed before anything is sent on it, so
+    # a read and even a change go out safely on a new one.
+    client._sock.shutdown(socket.SHUT_RDWR)
+    assert client.vgs()[0].name == "vgbad"
+    client._sock.shutdown(socket.SHUT_RDWR)
+    assert client.lvcreate("vgbad", "fresh", size=MiB).full_name == "vgbad/fresh"
     client.close()
+    assert vg.report("lv", "lv_name", "vgbad/fresh")
     with pytest.raises(InvalidRequest):
         Client(daemon.socket).lvcreate("vgbad", "x", size=0)
+
+
+def test_sync_client_retries_a_read_once_and_a_change_never(tmp_path: Path) -> None:
+    """A peer that hangs up after reading each request: the read is sent twice (once
+    more on a new connection), the change once, and the error says its outcome is
+    unknown."""
+    path = str(tmp_path / "hangup.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    received: list[str] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                line = conn.makefile("rb").readline()
+                received.append(json.loads(line)["method"])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Client(path, timeout=30) as c:
+            with pytest.raises(ConnectionFailed) as read:
+                c.vgs()
+            assert "may or may not" not in read.value.message
+            with pytest.raises(ConnectionFailed, match="may or may not have happened"):
+                c.lvcreate("vg0", "x", size=MiB)
+        assert received == ["vgs", "vgs", "lvcreate"]
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        server.close()
+        thread.join(timeout=5)
+
+
+def test_sync_client_with_a_timeout_reuses_its_connection(daemon: rig.Daemon) -> None:
+    """Checking that the daemon has not hung up must not wait for data: a client with
+    a (long) timeout makes many calls on one connection, promptly."""
+    started = time.monotonic()
+    with Client(daemon.socket, timeout=120) as c:
+        first = c._sock
+        for _ in range(5):
+            assert c.ping() == {}
+        assert c._sock is first
+    assert time.monotonic() - started < 60, "each call waited for the client's timeout"
 
 
 def test_change_with_wait_zero_returns_a_job(daemon: rig.Daemon, vg: rig.Sandbox) -> None:
