@@ -23,6 +23,7 @@ from lvmsuper.client.errors import LvmSuperError
 from .config import Config, ConfigError, check_socket_group, load_config
 from .lvm import Lvm
 from .runner import ExecRunner
+from .shell_runner import ShellRunner
 from .server import SocketInUse, SocketServer, bind_socket
 from .service import Service
 
@@ -92,7 +93,10 @@ def _listen_socket(config: Config) -> tuple[socket.socket, bool]:
 
 async def serve(config: Config) -> int:
     notify = Notifier()
-    runner = ExecRunner(config.lvm_binary, system_dir=config.lvm_system_dir)
+    runner: ExecRunner = (ShellRunner(config.lvm_binary, system_dir=config.lvm_system_dir,
+                                      size=config.max_parallel)
+                          if config.lvm_runner == "shell" else
+                          ExecRunner(config.lvm_binary, system_dir=config.lvm_system_dir))
     lvm = Lvm(runner, timeout=config.lvm_timeout, extra_config=config.lvm_extra_config)
     service = Service(config, lvm, recent=runner.recent)
     try:  # proves the lvm binary runs, and status never needs an LVM slot for it
@@ -130,6 +134,7 @@ async def serve(config: Config) -> int:
     for task in list(server.connections):
         task.cancel()
     keeper.cancel()
+    await runner.aclose()  # the shell runner's idle shells: stdin closed, waited for
     if not activated:
         try:
             os.unlink(config.socket)

@@ -169,6 +169,9 @@ class ExecRunner:
         except asyncio.TimeoutError:
             log.error("LVM process %d did not exit after SIGKILL", proc.pid)
 
+    async def aclose(self) -> None:
+        """Nothing to release: each command's process is gone when its call returns."""
+
     def _record(self, argv: tuple[str, ...], rc: int | None, started: float,
                 stderr: str) -> None:
         self.recent.append(CommandRecord(argv, rc, time.monotonic() - started,
