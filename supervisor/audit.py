@@ -1,4 +1,5 @@
-"""The audit trail: every change is logged exactly once, with who, what and how it ended.
+"""The audit trail: every change is logged exactly once, with who, what and how it ended
+(refused attempts included: their outcome is the error's name).
 
 With journald the record carries structured fields (``LVMSUPER_METHOD``,
 ``LVMSUPER_CALLER_UID``, ...), so ``journalctl LVMSUPER_METHOD=lvremove`` finds it;
@@ -16,6 +17,7 @@ from .auth import Caller
 __all__ = ["audit", "AUDIT_LOGGER"]
 
 AUDIT_LOGGER = "lvmsuperd.audit"
+MAX_PARAMS = 4096  # characters of the parameters kept (a refused request may be huge)
 
 
 def audit(caller: Caller, method: str, params: dict[str, Any], outcome: str,
@@ -28,10 +30,17 @@ def audit(caller: Caller, method: str, params: dict[str, Any], outcome: str,
         "LVMSUPER_TRANSPORT": caller.transport,
         "LVMSUPER_RESULT": outcome,
         "LVMSUPER_DURATION_MS": f"{duration_ms:.1f}",
-        "LVMSUPER_PARAMS": json.dumps(params, sort_keys=True, default=str),
+        "LVMSUPER_PARAMS": _shown(params),
     }
     logging.getLogger(AUDIT_LOGGER).info(
         "audit: %s by uid=%d pid=%d comm=%s via %s params=%s result=%s duration_ms=%.1f",
         method, caller.uid, caller.pid, caller.comm, caller.transport, fields["LVMSUPER_PARAMS"],
         outcome,
         duration_ms, extra=fields)
+
+
+def _shown(params: dict[str, Any]) -> str:
+    text = json.dumps(params, sort_keys=True, default=str)
+    if len(text) <= MAX_PARAMS:
+        return text
+    return f"{text[:MAX_PARAMS]}... [{len(text) - MAX_PARAMS} more characters]"

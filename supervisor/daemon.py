@@ -63,10 +63,13 @@ def setup_logging(level: str) -> None:
 
 
 class Notifier:
-    """sd_notify; a missing or broken NOTIFY_SOCKET is never fatal."""
+    """sd_notify; a missing or broken NOTIFY_SOCKET is never fatal. A failure is logged
+    once (until a send works again), and every later message is still tried: giving
+    up would stop WATCHDOG=1, and systemd would then kill a healthy daemon."""
 
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.failing = False
 
     def __call__(self, message: str) -> None:
         if not self.enabled:
@@ -75,8 +78,11 @@ class Notifier:
             from systemd import daemon
             daemon.notify(message)
         except Exception as exc:  # noqa: BLE001 - notification is best effort
-            log.warning("sd_notify failed: %s", exc)
-            self.enabled = False
+            if not self.failing:
+                log.warning("sd_notify failed: %s (will keep trying)", exc)
+            self.failing = True
+        else:
+            self.failing = False
 
 
 def _listen_socket(config: Config) -> tuple[socket.socket, bool]:
@@ -122,13 +128,13 @@ async def serve(config: Config) -> int:
     notify("READY=1\nSTATUS=" + service.summary())
     keeper = asyncio.create_task(_keep_status(service, notify, stop, activated))
     await stop.wait()
-    notify("STOPPING=1\nSTATUS=stopping: waiting for running changes")
-    log.info("stopping: no new connections; waiting for %d running job(s)",
-             service.jobs.running)
+    notify("STOPPING=1\nSTATUS=stopping: waiting for running requests and changes")
+    log.info("stopping: no new connections or requests; waiting for %d request(s) and "
+             "%d running job(s)", service.stats.in_flight, service.jobs.running)
     await server.stop_accepting()
     if dbus is not None:
         await dbus.stop_accepting()
-    await service.jobs.drain()
+    await service.drain()
     if dbus is not None:
         await dbus.stop()
     for task in list(server.connections):

@@ -77,24 +77,24 @@ class Lvm:
     async def pvs(self, names: Sequence[str] = (), select: str | None = None) -> list[PV]:
         doc = await self._run(lvmcmd.report_argv("pv", names=names, select=select,
                                                  extra_config=self.extra_config), change=False)
-        return pvs_from(doc.reports.get("pv", []))
+        return pvs_from(doc.reports.get("pv", []), **doc.context)
 
     async def vgs(self, names: Sequence[str] = (), select: str | None = None) -> list[VG]:
         doc = await self._run(lvmcmd.report_argv("vg", names=names, select=select,
                                                  extra_config=self.extra_config), change=False)
-        return vgs_from(doc.reports.get("vg", []))
+        return vgs_from(doc.reports.get("vg", []), **doc.context)
 
     async def lvs(self, names: Sequence[str] = (), select: str | None = None) -> list[LV]:
         doc = await self._run(lvmcmd.report_argv("lv", names=names, select=select,
                                                  extra_config=self.extra_config), change=False)
-        return lvs_from(doc.reports.get("lv", []))
+        return lvs_from(doc.reports.get("lv", []), **doc.context)
 
     async def fullreport(self, vg: str | None = None) -> FullReport:
         doc = await self._run(lvmcmd.fullreport_argv(vg=vg, extra_config=self.extra_config),
                               change=False)
-        pvs = pvs_from(doc.reports.get("pv", []))
-        vgs = vgs_from(doc.reports.get("vg", []))
-        lvs = lvs_from(doc.reports.get("lv", []), doc.reports.get("seg", []))
+        pvs = pvs_from(doc.reports.get("pv", []), **doc.context)
+        vgs = vgs_from(doc.reports.get("vg", []), **doc.context)
+        lvs = lvs_from(doc.reports.get("lv", []), doc.reports.get("seg", []), **doc.context)
         return pvs, vgs, lvs
 
     async def change(self, command: str, args: Sequence[str], *,

@@ -59,6 +59,8 @@ class Method:
     params: Mapping[str, Param] = field(default_factory=dict)
     change: bool = False
     locks: Callable[[dict[str, Any]], tuple[str, ...]] = lambda args: ()
+    # also lock the VG of the existing PV it names (its "device" parameter)
+    locks_pv_vg: bool = False
 
 
 # ---- reads ----------------------------------------------------------------
@@ -362,8 +364,12 @@ async def _job_cancel(svc: Service, call: Call) -> dict[str, Any]:
         if job.cancel is None:
             raise InvalidRequest(f"job {job.id} ({job.method}) cannot be stopped cleanly; "
                                  "it runs to completion", field="job")
-        await job.cancel()
-        job.cancelled = True
+        job.cancelled = True  # before the abort: pvmove may end the moment it is asked
+        try:
+            await job.cancel()
+        except BaseException:
+            job.cancelled = False
+            raise
     return job.to_wire()
 
 
@@ -425,10 +431,10 @@ METHODS: dict[str, Method] = _table(
         "devices": Param(v.string_list_of(v.device_path)), **_WAIT}, True, _lock_vg("vg")),
     Method("pvresize", _M, _pvresize, {"device": _PV,
                                        "size": Param(v.size), **_WAIT}, True,
-           lambda args: (ORPHANS,)),
+           lambda args: (ORPHANS,), locks_pv_vg=True),
     Method("pvchange", _M, _pvchange, {"device": _PV,
                                        "allocatable": Param(v.boolean), **_TAGS, **_WAIT},
-           True, lambda args: (ORPHANS,)),
+           True, lambda args: (ORPHANS,), locks_pv_vg=True),
     Method("vgextend", _M, _vgextend, {"vg": _VG, "devices": _DEVICES, **_WAIT}, True,
            lambda args: (ORPHANS, args["vg"])),
     Method("vgreduce", _D, _vgreduce, {"vg": _VG, "devices": Param(v.string_list_of(
@@ -436,7 +442,7 @@ METHODS: dict[str, Method] = _table(
         lambda args: (ORPHANS, args["vg"])),
     Method("vgrename", _M, _vgrename, {"vg": _VG, "new_name": Param(v.vg_name, True, "vg"),
                                        **_WAIT}, True,
-           lambda args: (args["vg"], args["new_name"])),
+           lambda args: (ORPHANS, args["vg"], args["new_name"])),
     Method("vgchange", _M, _vgchange, {"vg": _VG, "activate": Param(v.boolean), **_TAGS,
                                        **_WAIT}, True, _lock_vg("vg")),
     Method("lvrename", _M, _lvrename, {"lv": _LV, "new_name": Param(v.lv_name, True),

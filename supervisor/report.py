@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lvmsuper.client.errors import LvmOutputInvalid
@@ -29,10 +29,12 @@ def excerpt(text: str, limit: int = EXCERPT) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LvmDocument:
-    """One LVM JSON document: report rows by type (merged over VGs) and the log."""
+    """One LVM JSON document: report rows by type (merged over VGs) and the log, and
+    the run it came from (argv, rc, stderr, stdout) for errors found in its rows."""
 
     reports: dict[str, list[dict[str, str]]]
     log: list[dict[str, str]]
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 def _invalid(reason: str, line: str, stdout: str, ctx: dict[str, Any]) -> LvmOutputInvalid:
@@ -85,7 +87,7 @@ def parse_document(stdout: str, **ctx: Any) -> LvmDocument:
         for kind, rows in entry.items():
             reports.setdefault(kind, []).extend(_list_of_dicts(rows, kind, stdout, ctx))
     log = _list_of_dicts(doc.get("log", []), "log", stdout, ctx)
-    return LvmDocument(reports, log)
+    return LvmDocument(reports, log, {**ctx, "stdout": stdout})
 
 
 def _list_of_dicts(value: Any, what: str, stdout: str, ctx: dict[str, Any]) -> list[Any]:
@@ -171,15 +173,16 @@ _LV_MAP: Sequence[tuple[str, str, Conv]] = (
 def _convert(row: dict[str, str], mapping: Sequence[tuple[str, str, Conv]],
              ctx: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, field, conv in mapping:
-        raw = row.get(field)
-        if not isinstance(raw, str):
-            raise _invalid(f"field {field} missing or not a string", json.dumps(row)[:500],
-                           "", ctx)
+    for key, name, conv in mapping:
+        raw = row.get(name)
         try:
+            if not isinstance(raw, str):
+                raise ValueError("missing or not a string")
             out[key] = conv(raw)
         except ValueError as exc:
-            raise _invalid(f"field {field}: {exc}", json.dumps(row)[:500], "", ctx) from None
+            run = {k: v for k, v in ctx.items() if k != "stdout"}
+            raise _invalid(f"field {name}: {exc}", json.dumps(row)[:500],
+                           ctx.get("stdout", ""), run) from None
     return out
 
 

@@ -83,7 +83,9 @@ class SocketServer:
         task = asyncio.current_task()
         assert task is not None
         stats = self.service.stats
-        if stats.clients >= self.service.config.max_connections:
+        # The limit counts this socket's connections only: bus peers (anyone on the
+        # bus may call, polkit decides later) must not be able to lock socket users out.
+        if len(self.connections) >= self.service.config.max_connections:
             busy = Busy(f"too many connections (max_connections = "
                         f"{self.service.config.max_connections}); retry later", retry_after=1)
             writer.write(LineCodec.encode(encode_error(None, busy)))

@@ -92,7 +92,9 @@ class Service:
         self.jobs = JobManager(config.jobs_keep)
         self.stats = Stats()
         self.transports: list[str] = []
-        self._slots = asyncio.Semaphore(config.max_parallel)
+        self._slots = asyncio.Semaphore(config.max_parallel)  # LVM reads at once
+        self._change_slots = asyncio.Semaphore(config.max_parallel)  # changes at once
+        self.stopping = False
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._lock_users: collections.Counter[str] = collections.Counter()
         self._listeners: list[Listener] = []
@@ -111,13 +113,12 @@ class Service:
             method = METHODS.get(name)
             if method is None:
                 raise method_not_found(name)
-            if not await authority.allowed(caller, method.role):
-                raise PermissionDenied(f"{name} needs the {method.role} role",
-                                       required=str(method.role))
-            call = Call(caller, method, self._validate(method, params), authority)
+            if self.stopping:
+                raise Busy("lvmsuperd is shutting down; retry later", retry_after=1)
             if method.change:
-                return await self._change_call(call, params)
-            return to_wire(await method.run(self, call))
+                return await self._change_call(caller, method, params, authority)
+            return to_wire(await method.run(self, await self._admit(
+                caller, method, params, authority)))
         except LvmSuperError as exc:
             error = exc
             raise
@@ -129,6 +130,14 @@ class Service:
             raise error from exc
         finally:
             self.stats.finish(name, started, error)
+
+    async def _admit(self, caller: Caller, method: Method, params: dict[str, Any],
+                     authority: Authority) -> Call:
+        """The caller's role, then the parameters: a Call the method may run."""
+        if not await authority.allowed(caller, method.role):
+            raise PermissionDenied(f"{method.name} needs the {method.role} role",
+                                   required=str(method.role))
+        return Call(caller, method, self._validate(method, params), authority)
 
     @staticmethod
     def _validate(method: Method, params: dict[str, Any]) -> dict[str, Any]:
@@ -181,15 +190,25 @@ class Service:
 
     # ---- changes ----------------------------------------------------------------
 
-    async def _change_call(self, call: Call, params: dict[str, Any]) -> Any:
-        wait = 0 if call.method.name == "pvmove" else call.args.pop("wait", None)
-        call.args.pop("wait", None)
-        self._check_policy(call)
-        for key, param in call.method.params.items():  # before any job exists
-            if param.policy == "device" and key in call.args:
-                await self.check_pv_not_protected(call.args[key])
+    async def _change_call(self, caller: Caller, method: Method, params: dict[str, Any],
+                           authority: Authority) -> Any:
+        """A change: refused now (and audited as refused), or run in a job."""
+        started = time.monotonic()
         shown = {k: v for k, v in params.items() if k != "wait"}
-        job = self.jobs.start(call.method.name, call.caller.uid,
+        try:
+            call = await self._admit(caller, method, params, authority)
+            wait = 0 if method.name == "pvmove" else call.args.get("wait")
+            call.args.pop("wait", None)
+            self._check_policy(call)
+            for key, param in method.params.items():  # before any job exists
+                if param.policy == "device" and key in call.args:
+                    await self.check_pv_not_protected(call.args[key])
+        except Exception as exc:
+            audit(caller, method.name, shown,
+                  exc.name if isinstance(exc, LvmSuperError) else "Internal",
+                  (time.monotonic() - started) * 1000)
+            raise
+        job = self.jobs.start(method.name, caller.uid,
                               lambda job: self._run_change(call, shown, job))
         if wait is None:
             return await asyncio.shield(job.task)  # a gone caller never stops a change
@@ -201,7 +220,7 @@ class Service:
         started = time.monotonic()
         outcome = "ok"
         try:
-            async with self._locked(sorted(set(call.method.locks(call.args)))):
+            async with self._guarded(call):
                 result = to_wire(await call.method.run(self, call))
             if call.changed:
                 self._notify(call.changed)
@@ -215,6 +234,55 @@ class Service:
         finally:
             audit(call.caller, call.method.name, shown, outcome,
                   (time.monotonic() - started) * 1000)
+
+    @asynccontextmanager
+    async def _guarded(self, call: Call) -> AsyncIterator[None]:
+        """What a change holds while it runs, taken in one order by all changes: its
+        own lock keys (sorted; ``#orphans`` sorts before any VG name), then the VGs of
+        the existing PVs it changes, then a change slot. The PVs' VGs are looked up
+        under ``#orphans``, which every change that moves a PV into or out of a VG, or
+        renames or removes a VG, also holds: the answer cannot go stale meanwhile."""
+        async with self._locked(sorted(set(call.method.locks(call.args)))):
+            async with self._locked(await self._vgs_of_pvs(call)):
+                async with self._change_slot(call):
+                    yield
+
+    async def _vgs_of_pvs(self, call: Call) -> list[str]:
+        if not call.method.locks_pv_vg:
+            return []
+        vgs: set[str] = set()
+        for key, param in call.method.params.items():
+            if param.policy == "device" and key in call.args:
+                dev = call.args[key]
+                pvs = await self.read(("pvs", dev, None), lambda: self.lvm.pvs([dev]),
+                                      [Expect("pv", dev)])
+                vgs.update(pv.vg for pv in pvs if pv.vg)
+        return sorted(vgs)
+
+    @asynccontextmanager
+    async def _change_slot(self, call: Call) -> AsyncIterator[None]:
+        """At most ``max_parallel`` LVM changes at once (apart from the read slots, so
+        reads never wait behind changes). pvmove, which may run for hours, takes none:
+        its own per-PV lock bounds it."""
+        if call.method.name == "pvmove":
+            yield
+            return
+        if self._change_slots.locked():
+            with self._queued():
+                await self._change_slots.acquire()
+        else:
+            await self._change_slots.acquire()
+        try:
+            yield
+        finally:
+            self._change_slots.release()
+
+    async def drain(self) -> None:
+        """Shutdown: refuses new calls (``Busy``), then waits until no request is in
+        flight and no job runs. Reads finish; changes are waited for, never killed."""
+        self.stopping = True
+        while self.stats.in_flight or self.jobs.running:
+            await asyncio.sleep(0.02)
 
     @asynccontextmanager
     async def _locked(self, keys: list[str]) -> AsyncIterator[None]:

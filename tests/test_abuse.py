@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -156,6 +157,55 @@ def test_max_connections_is_enforced_with_a_clear_refusal(limited: rig.Daemon) -
         raise AssertionError("a freed connection slot was never reused")
     for raw in held:
         raw.close()
+
+
+
+BUS_PEERS = """\
+import asyncio, sys
+from dbus_next.aio import MessageBus
+from dbus_next import Message
+
+async def main():
+    buses = [await MessageBus(bus_address=sys.argv[1]).connect() for _ in range(3)]
+    for bus in buses:  # each peer calls once (refused: polkit is not running) and stays
+        await bus.call(Message(destination="org.lvmsuper.Supervisor1",
+                               path="/org/lvmsuper/Supervisor1",
+                               interface="org.lvmsuper.Supervisor1", member="Ping",
+                               signature="a{sv}", body=[{}]))
+    print("connected", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+def test_bus_peers_do_not_use_up_the_sockets_connections(sandbox: rig.Sandbox,
+                                                         users: object) -> None:
+    """Anyone may call on the bus (polkit decides per call): bus peers must not count
+    against the socket's max_connections, or they could lock socket users out."""
+    from test_dbus import Bus  # the private system-like bus of the D-Bus tests
+    bus = Bus()
+    d = rig.Daemon(sandbox, "buspeers", limits={"max_connections": 2},
+                   dbus={"enabled": True, "bus": bus.address}).start()
+    peers = None
+    try:
+        bus.wait_for_owner("org.lvmsuper.Supervisor1")
+        peers = subprocess.Popen([str(rig.VENV_BIN / "python"), "-c", BUS_PEERS, bus.address],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 **rig.as_user("lvmst-out"))
+        assert peers.stdout is not None and peers.stdout.readline() == "connected\n"
+        held = [rig.Raw(d.socket) for _ in range(2)]
+        for raw in held:
+            assert raw.request("ping")["result"] == {}
+        status = held[0].request("status")["result"]
+        assert status["clients"] == 5  # all are shown; the socket counts its own
+        for raw in held:
+            raw.close()
+    finally:
+        if peers is not None:
+            peers.communicate(timeout=10)
+        d.stop()
+        bus.stop()
 
 
 IDLE = 0.5

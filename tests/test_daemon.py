@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -117,18 +118,31 @@ def test_disconnect_mid_change_keeps_the_change_and_its_job(
 
 def test_sigterm_waits_for_a_running_change(sandbox: rig.Sandbox, users: object,
                                             lvm: rig.Sandbox) -> None:
+    """SIGTERM: new requests are refused (Busy), a read in flight and a change in
+    flight both finish and are answered, the change is never killed, exit 0."""
     two_vgs(lvm)
-    d = start(sandbox, "term", rig.fake_lvm(sandbox, "term", slow={"lvcreate": 1.5}))
-    raw = rig.Raw(d.socket)
-    raw.send(b'{"jsonrpc":"2.0","id":7,"method":"lvcreate","params":'
-             b'{"vg":"vgb","name":"late","size":1048576}}\n')
-    time.sleep(0.4)
+    d = start(sandbox, "term", rig.fake_lvm(sandbox, "term",
+                                            slow={"lvcreate": 1.5, "pvs": 1.0}))
+    changer, reader = rig.Raw(d.socket), rig.Raw(d.socket)
+    changer.send(b'{"jsonrpc":"2.0","id":7,"method":"lvcreate","params":'
+                 b'{"vg":"vgb","name":"late","size":1048576}}\n')
+    time.sleep(0.3)
+    reader.send(b'{"jsonrpc":"2.0","id":8,"method":"pvs"}\n')
+    time.sleep(0.2)
     assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    changer.send(b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n')  # too late
+    answers = {r["id"]: r for r in (changer.recv(), changer.recv())}
+    assert answers[7]["result"]["full_name"] == "vgb/late"
+    assert answers[9]["error"]["data"]["name"] == "Busy"
+    assert "shutting down" in answers[9]["error"]["message"]
+    assert [pv["name"] for pv in reader.recv()["result"]] == \
+        [pv["pv_name"] for pv in lvm.report("pv", "pv_name")]
     assert d.proc.wait(timeout=30) == 0
     assert ("end", "lvcreate", "vgb") in rig.calls(sandbox, "term")  # never killed
     assert lvm.report("lv", "lv_name", "vgb/late")
-    assert "waiting for 1 running job" in d.log()
+    assert "waiting for 2 request(s) and 1 running job(s)" in d.log()
     assert not os.path.exists(d.socket)
 
 
@@ -140,15 +154,25 @@ def test_read_timeout_kills_the_whole_process_group(sandbox: rig.Sandbox, users:
     d = start(sandbox, "hang", fake, lvm={"timeout": 1})
     try:
         with Client(d.socket) as c:
+            started = time.monotonic()
             with pytest.raises(Timeout) as err:
                 c.pvs()
+            assert time.monotonic() - started < 15, "the read outlived its 1 s timeout"
             assert err.value.data["timeout"] == 1 and err.value.data["argv"][1] == "pvs"
             assert c.ping() == {}  # the daemon keeps serving
         shell, child = (int(p) for p in pids.read_text().split())
         for pid in (shell, child):
             assert not alive(pid), f"process {pid} survived the timeout"
+        assert d.proc is not None
+        assert children_of(d.proc.pid) == [], "the daemon left a child unreaped"
+        assert not os.path.exists(f"/proc/{shell}"), "lvm is a zombie: never reaped"
     finally:
         d.stop()
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for task in os.listdir(f"/proc/{pid}/task")
+            for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
 
 
 def alive(pid: int) -> bool:
@@ -259,3 +283,105 @@ def test_queued_identical_reads_share_one_run_and_never_go_stale(
     assert names[0] == []  # started before the change
     assert names[1:] == [["vgnew"]] * 3  # queued after it: fresh, never the old answer
     assert runs.read_text().split() == ["vgs", "vgs"]  # three queued reads, one run
+
+
+def test_pv_changes_hold_the_lock_of_the_pvs_vg(sandbox: rig.Sandbox, users: object,
+                                                lvm: rig.Sandbox) -> None:
+    """pvchange writes its VG's metadata: it waits for a change running in that VG, and
+    not for one in another VG."""
+    two_vgs(lvm)
+    d = start(sandbox, "pvlock", rig.fake_lvm(sandbox, "pvlock", slow={"lvcreate": 1.0}))
+
+    async def scenario() -> None:
+        async with AsyncClient(d.socket) as c:
+            slow = asyncio.create_task(c.call("lvcreate", vg="vga", name="one", size=MiB))
+            await asyncio.sleep(0.3)
+            await asyncio.gather(
+                c.call("pvchange", device=lvm.loops[1], add_tags=["other"]),
+                c.call("pvchange", device=lvm.loops[0], add_tags=["same"]), slow)
+    try:
+        asyncio.run(scenario())
+    finally:
+        d.stop()
+    log = [(event, cmd, last) for event, cmd, last in rig.calls(sandbox, "pvlock")
+           if cmd in ("lvcreate", "pvchange")]
+    end = log.index(("end", "lvcreate", "vga"))
+    assert log.index(("start", "pvchange", lvm.loops[0])) > end, log  # same VG: waited
+    assert log.index(("end", "pvchange", lvm.loops[1])) < end, log  # other VG: did not
+    assert [r["pv_tags"] for r in lvm.report("pv", "pv_tags", *lvm.loops[:2])] == \
+        ["same", "other"]
+
+
+def test_changes_beyond_max_parallel_wait_for_a_slot_reads_do_not(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    """max_parallel bounds LVM changes at once (different VGs included), apart from the
+    reads' slots: a read still answers while the changes queue."""
+    two_vgs(lvm)
+    d = start(sandbox, "slots", rig.fake_lvm(sandbox, "slots", slow={"lvcreate": 1.0}),
+              limits={"max_parallel": 1})
+    done: list[str] = []
+
+    async def scenario() -> None:
+        async with AsyncClient(d.socket) as c:
+            async def run(label: str, coro: Any) -> None:
+                await coro
+                done.append(label)
+            changes = [asyncio.create_task(run(vg, c.call("lvcreate", vg=vg, name="x",
+                                                          size=MiB))) for vg in ("vga", "vgb")]
+            await asyncio.sleep(0.3)
+            await run("read", c.vgs())
+            await asyncio.gather(*changes)
+    try:
+        asyncio.run(scenario())
+    finally:
+        d.stop()
+    assert done[0] == "read", done
+    log = [(event, last) for event, cmd, last in rig.calls(sandbox, "slots")
+           if cmd == "lvcreate"]
+    assert [event for event, _ in log] == ["start", "end", "start", "end"], log
+    assert {lv["lv_full_name"] for lv in lvm.report("lv", "lv_full_name")} == {
+        "vga/x", "vgb/x"}
+
+
+REFUSED = """\
+import json
+from lvmsuper.client import Client, LvmSuperError
+out = []
+with Client() as c:
+    for method, params in json.loads(%r):
+        try:
+            c.call(method, **params)
+            out.append("ok")
+        except LvmSuperError as e:
+            out.append(e.name)
+print(json.dumps(out))
+"""
+
+
+def test_refused_changes_are_audited_refused_reads_are_not(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    """Every change is audited once with its outcome, also when it never reached LVM:
+    a caller without the role, an invalid request, a device outside policy."""
+    lvm.lvm("pvcreate", lvm.loops[0])
+    lvm.lvm("vgcreate", "vgaud", lvm.loops[0])
+    d = rig.Daemon(sandbox, "audit", policy={"devices": [lvm.loops[0]]}).start()
+    try:
+        todo = [("lvcreate", {"vg": "vgaud", "name": "nope", "size": MiB}), ("pvs", {})]
+        out = rig.python_as("lvmst-out", REFUSED % json.dumps(todo), d.socket)
+        assert json.loads(out.stdout) == ["PermissionDenied"] * 2, out.stderr
+        todo = [("lvcreate", {"vg": "vgaud", "name": "bad", "size": 0}),
+                ("pvcreate", {"devices": [lvm.loops[2]]})]
+        out = rig.python_as("lvmst-admin", REFUSED % json.dumps(todo), d.socket)
+        assert json.loads(out.stdout) == ["InvalidRequest", "PermissionDenied"], out.stderr
+    finally:
+        d.stop()
+    audit = [line for line in d.log().splitlines() if "audit:" in line]
+    out_uid, admin_uid = (pwd.getpwnam(u).pw_uid for u in ("lvmst-out", "lvmst-admin"))
+    assert len(audit) == 3, audit  # the refused pvs read is not an audited change
+    assert f"audit: lvcreate by uid={out_uid} " in audit[0]
+    assert '"name": "nope"' in audit[0] and "result=PermissionDenied" in audit[0]
+    assert f"uid={admin_uid} " in audit[1] and "result=InvalidRequest" in audit[1]
+    assert f"audit: pvcreate by uid={admin_uid} " in audit[2]
+    assert lvm.loops[2] in audit[2] and "result=PermissionDenied" in audit[2]
+    assert lvm.report("lv", "lv_name") == []
+    assert [pv["pv_name"] for pv in lvm.report("pv", "pv_name")] == [lvm.loops[0]]

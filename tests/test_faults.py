@@ -139,6 +139,9 @@ def test_a_field_of_the_wrong_type_is_typed(faulty: Faulty, pv: rig.Sandbox) -> 
     error = pvs_error(faulty, "badfield")
     assert isinstance(error, LvmOutputInvalid), error
     assert "pv_size" in error.message and '"pv_size": "lots"' in error.data["line"]
+    # the run it came from, as for a document that does not parse
+    assert error.data["argv"][1] == "pvs" and error.data["rc"] == 0
+    assert '"pv_size":"lots"' in error.data["stdout"].replace(" ", "")
     faulty.serving()
 
 
