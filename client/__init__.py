@@ -7,6 +7,9 @@ reverse, so a caller installs this package without any daemon dependency::
     with Client() as lvm:
         for vg in lvm.vgs():
             print(vg.name, vg.free)
+
+Every daemon method is a method of ``Client`` and, as a coroutine, of ``AsyncClient``
+(declared once, in ``_core.Methods``).
 """
 
 __version__ = "0.1.0"
@@ -15,10 +18,11 @@ from .errors import (AlreadyExists, Busy, ConnectionFailed, Internal, InvalidReq
                      LvmFailed, LvmOutputInvalid, LvmSuperError, NotFound, PermissionDenied,
                      Timeout)
 from .models import LV, PV, VG, Job
+from ._core import Report
 from .sync import Client, JobRef, default_socket_path
 from .aio import AsyncClient
 
-__all__ = ["__version__", "Client", "AsyncClient", "JobRef", "default_socket_path",
+__all__ = ["__version__", "Client", "AsyncClient", "JobRef", "Report", "default_socket_path",
            "PV", "VG", "LV", "Job",
            "LvmSuperError", "InvalidRequest", "PermissionDenied", "NotFound",
            "AlreadyExists", "LvmFailed", "LvmOutputInvalid", "Timeout", "Busy", "Internal",

@@ -1,27 +1,37 @@
 """The asyncio client: one connection, many requests in flight, typed results.
 
-Same contract as ``Client``: same exceptions, same decoding, reads retried once on a
-new connection, changes never retried.
+Same contract as ``Client``: same methods, same exceptions, same decoding, reads
+retried once on a new connection, changes never retried; over the Unix socket, or with
+``transport="dbus"`` over the system bus (or ``bus_address``) on the caller's own event
+loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
-from ._core import lost, retry_after_loss, decode, default_socket_path
+from ._core import AsyncMethods, Target, decode, lost, retry_after_loss
+from .dbus import AsyncDbusTransport
 from .errors import ConnectionFailed
-from .models import LV, PV, VG
 from .protocol import LineCodec, make_request, parse_response
 
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient:
-    def __init__(self, socket_path: str | None = None) -> None:
-        self.socket_path = socket_path or default_socket_path()
+class AsyncClient(Target, AsyncMethods):
+    """``async with AsyncClient() as lvm: await lvm.vgs()``: every daemon method by name
+    (``_core.Methods``), any method by ``await call(name, **params)``. ``timeout``
+    bounds each call (then ``ConnectionFailed``, as a broken connection)."""
+
+    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
+                 transport: str = "socket", bus_address: str | None = None) -> None:
+        super().__init__(socket_path, timeout, transport)
         self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._dbus = (AsyncDbusTransport(bus_address, timeout, self.notifications.put_nowait)
+                      if transport == "dbus" else None)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
@@ -36,27 +46,38 @@ class AsyncClient:
         await self.close()
 
     async def connect(self) -> None:
+        if self._dbus is not None:
+            await self._dbus.connect()
+            return
         async with self._lock:
             if self._writer is not None:
                 return
             try:
-                reader, writer = await asyncio.open_unix_connection(self.socket_path,
-                                                                    limit=2**20)
-            except OSError as exc:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.socket_path, limit=2**20), self.timeout)
+            except OSError as exc:  # TimeoutError included
                 raise ConnectionFailed(f"cannot connect to lvmsuperd at {self.socket_path}: "
                                        f"{exc.strerror or exc}",
                                        socket=self.socket_path) from exc
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read(reader))
+            self._writer, self._waiting = writer, {}
+            self._reader_task = asyncio.create_task(self._read(reader, writer, self._waiting))
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        if self._writer is not None:
-            self._writer.close()
+        if self._dbus is not None:
+            await self._dbus.close()
+        task, writer = self._reader_task, self._writer
         self._writer = self._reader_task = None
+        if writer is not None:
+            writer.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # its requests have failed when close() returns
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    waiting: dict[int, asyncio.Future[Any]]) -> None:
+        """Answers the requests of one connection; when it ends, fails those still
+        waiting (a new connection has its own ``waiting``)."""
         codec = LineCodec(64 * 1024 * 1024)
         try:
             while data := await reader.read(262144):
@@ -66,7 +87,7 @@ class AsyncClient:
                         self.notifications.put_nowait({"method": response.method,
                                                        "params": response.params})
                         continue
-                    future = self._waiting.pop(response.id, None)
+                    future = waiting.pop(response.id, None)
                     if future is None or future.done():
                         continue
                     if response.error is not None:
@@ -76,48 +97,43 @@ class AsyncClient:
         except (OSError, ValueError):
             pass
         finally:
-            self._writer = None
-            for future in self._waiting.values():
+            if self._writer is writer:
+                self._writer = None
+            for future in waiting.values():
                 if not future.done():
                     future.set_exception(EOFError("the daemon closed the connection"))
-            self._waiting.clear()
+            waiting.clear()
 
     async def call(self, method: str, **params: Any) -> Any:
+        """Calls ``method`` and returns its typed result (or raises its error)."""
         return decode(method, await self.request(method, params))
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
+        """Calls ``method`` and returns the raw JSON result."""
+        if self._dbus is not None:
+            return await self._dbus.request(method, params)
         for attempt in (1, 2):
             await self.connect()
+            writer = self._writer
             try:
                 return await self._roundtrip(method, params)
             except (OSError, EOFError) as exc:
-                await self.close()
+                if self._writer is writer:  # not one that another request made since
+                    await self.close()
                 if not retry_after_loss(method, attempt):
                     raise lost(method, exc, self.socket_path) from exc
         raise AssertionError("unreachable")
 
     async def _roundtrip(self, method: str, params: dict[str, Any]) -> Any:
-        writer = self._writer
+        writer, waiting = self._writer, self._waiting
         if writer is None:
             raise EOFError("not connected")
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
-        writer.write(LineCodec.encode(make_request(rid, method, params)))
-        await writer.drain()
-        return await future
-
-    async def ping(self) -> dict[str, Any]:
-        return await self.call("ping")  # type: ignore[no-any-return]
-
-    async def status(self) -> dict[str, Any]:
-        return await self.call("status")  # type: ignore[no-any-return]
-
-    async def pvs(self, **filters: Any) -> list[PV]:
-        return await self.call("pvs", **filters)  # type: ignore[no-any-return]
-
-    async def vgs(self, **filters: Any) -> list[VG]:
-        return await self.call("vgs", **filters)  # type: ignore[no-any-return]
-
-    async def lvs(self, **filters: Any) -> list[LV]:
-        return await self.call("lvs", **filters)  # type: ignore[no-any-return]
+        waiting[rid] = future
+        try:
+            writer.write(LineCodec.encode(make_request(rid, method, params)))
+            await writer.drain()
+            return await asyncio.wait_for(future, self.timeout)
+        finally:
+            waiting.pop(rid, None)

@@ -26,11 +26,17 @@ _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2*
 
 
 def parse_size(text: str) -> int:
-    """``10G``, ``512M``, ``1.5T``, ``4096`` (bytes); binary units (K = 1024)."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([BKMGTPE]?)(?:I?B)?\s*", text.upper())
+    """``10G``, ``512M``, ``1.5T``, ``4096`` (bytes); binary units (K = 1024). Exact
+    (integer arithmetic, never float, so byte counts beyond 2**53 keep every digit); a
+    fraction of a byte is dropped."""
+    match = re.fullmatch(r"\s*([0-9]{1,40})(?:\.([0-9]{1,40}))?\s*([BKMGTPE]?)(?:I?B)?\s*",
+                         text.upper())
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 10G or 512M")
-    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
+    # "1.5G" is 15 * 2**30 // 10: scale by the unit first, divide last
+    divisor: int = 10 ** len(fraction)
+    value = int(whole + fraction) * _UNITS[unit] // divisor
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive size")
     return value

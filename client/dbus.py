@@ -1,7 +1,7 @@
 """lvmsuper over D-Bus: the names, the one JSON <-> D-Bus typing rule, and the client side.
 
 Rule: dbus-next is imported lazily, inside functions, so ``lvmsuper.client`` imports
-with the standard library alone and only ``Client(transport="dbus")`` needs dbus-next.
+with the standard library alone and only ``transport="dbus"`` needs dbus-next.
 The daemon's adapter (``supervisor/dbus.py``) uses the same names and typing functions,
 so both ends type every value identically by construction.
 
@@ -22,9 +22,10 @@ answer ``{"job": id}``; from a list method it comes as a one-element list. Error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from functools import cache
 from typing import Any, TypeVar
 
@@ -35,7 +36,8 @@ from .models import LV, PV, VG, Model
 
 __all__ = ["BUS_NAME", "OBJECT_PATH", "INTERFACE", "ERROR_PREFIX", "LIST_METHODS",
            "member_name", "signature_of", "to_dbus", "from_dbus", "params_to_dbus",
-           "result_to_dbus", "result_from_dbus", "error_from_dbus", "DbusTransport"]
+           "result_to_dbus", "result_from_dbus", "error_from_dbus", "AsyncDbusTransport",
+           "DbusTransport"]
 
 BUS_NAME = "org.lvmsuper.Supervisor1"
 OBJECT_PATH = "/org/lvmsuper/Supervisor1"
@@ -190,6 +192,12 @@ def _with_nulls(model: type[Model], data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unknown_outcome(text: str, method: str) -> str:
+    if method in READ_METHODS:
+        return text
+    return text + "; the change may or may not have happened: check with a read or 'jobs'"
+
+
 def error_from_dbus(error_name: str, body: list[Any], method: str) -> LvmSuperError:
     """An error reply as the client's exception: ``org.lvmsuper.Error.X`` -> class X."""
     message = str(body[0]) if body and isinstance(body[0], str) else error_name
@@ -203,9 +211,8 @@ def error_from_dbus(error_name: str, body: list[Any], method: str) -> LvmSuperEr
                 pass
         return exc
     if error_name in _UNREACHABLE:
-        if method not in READ_METHODS and error_name.endswith(("NoReply", "Disconnected")):
-            message += ("; the change may or may not have happened: check with a read or "
-                        "'jobs'")
+        if error_name.endswith(("NoReply", "Disconnected")):
+            message = _unknown_outcome(message, method)
         return ConnectionFailed(f"lvmsuperd on D-Bus: {message}", dbus_error=error_name)
     if error_name == "org.freedesktop.DBus.Error.AccessDenied":
         return PermissionDenied(f"the bus refused the call: {message}", dbus_error=error_name)
@@ -225,19 +232,18 @@ def _dbus_next() -> Any:
     return dbus_next
 
 
-# ---- the blocking client's D-Bus connection ----------------------------------------
+# ---- the clients' D-Bus connection ----------------------------------------------------
 
-class DbusTransport:
-    """One bus connection driven by a private event loop in a daemon thread, so the
-    blocking ``Client`` works the same inside and outside asyncio programs."""
+class AsyncDbusTransport:
+    """One bus connection on the running event loop: the transport of ``AsyncClient``,
+    and of ``Client`` through ``DbusTransport``. A read whose bus connection broke is
+    retried once on a new connection; a change never is."""
 
     def __init__(self, bus_address: str | None, timeout: float | None,
-                 notifications: list[dict[str, Any]]) -> None:
+                 notify: Callable[[dict[str, Any]], None]) -> None:
         self.bus_address = None if bus_address in (None, "system") else bus_address
         self.timeout = timeout
-        self.notifications = notifications
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.notify = notify  # receives each Changed signal as a "changed" notification
         self._bus: Any = None
         self._subscribed = False
 
@@ -245,41 +251,128 @@ class DbusTransport:
     def where(self) -> str:
         return f"the D-Bus at {self.bus_address}" if self.bus_address else "the system bus"
 
-    def connect(self) -> None:
-        if self._bus is not None and self._bus.connected:
-            return
-        self.close()
-        dbus_next = _dbus_next()
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="lvmsuper-dbus", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
+    @property
+    def connected(self) -> bool:
+        return self._bus is not None and bool(self._bus.connected)
 
-        async def connect() -> Any:
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        await self.close()
+        dbus_next = _dbus_next()
+        try:
             if self.bus_address is None:
                 bus = dbus_next.aio.MessageBus(bus_type=dbus_next.BusType.SYSTEM)
             else:
                 bus = dbus_next.aio.MessageBus(bus_address=self.bus_address)
-            return await bus.connect()
-
-        try:
-            self._bus = self._run(connect())
-        except LvmSuperError:
-            self.close()
-            raise
+            self._bus = await asyncio.wait_for(bus.connect(), self.timeout)
+        except TimeoutError:
+            raise ConnectionFailed(f"no answer from {self.where} within {self.timeout} s"
+                                   ) from None
         except Exception as exc:
-            self.close()
             raise ConnectionFailed(f"cannot connect to {self.where}: {exc}") from exc
         self._bus.add_message_handler(self._on_message)
         self._subscribed = False
 
+    async def close(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None and bus.connected:
+            bus.disconnect()
+            with contextlib.suppress(Exception):  # how it ended does not matter here
+                await asyncio.wait_for(bus.wait_for_disconnect(), 1)
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        """Calls ``method`` and returns its JSON result (or raises its error)."""
+        for attempt in (1, 2):
+            await self.connect()
+            try:
+                return await self._request(method, params)
+            except ConnectionFailed:
+                if method not in READ_METHODS or attempt == 2 or self.connected:
+                    raise
+                await self.close()
+        raise AssertionError("unreachable")
+
+    async def _request(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "subscribe":
+            return await self._subscribe()
+        body = params_to_dbus(params)
+        reply = await self._call(_dbus_next().Message(
+            destination=BUS_NAME, path=OBJECT_PATH, interface=INTERFACE,
+            member=member_name(method), signature="a{sv}", body=[body]), method)
+        try:
+            return result_from_dbus(method, reply.body[0])
+        except (ValueError, TypeError, IndexError) as exc:
+            raise LvmSuperError(f"malformed {method} reply over D-Bus: {exc}") from exc
+
+    async def _call(self, message: Any, method: str) -> Any:
+        try:
+            reply = await asyncio.wait_for(self._bus.call(message), self.timeout)
+        except TimeoutError:
+            raise ConnectionFailed(_unknown_outcome(
+                f"no answer from lvmsuperd on {self.where} within {self.timeout} s",
+                method)) from None
+        except Exception as exc:  # the bus connection failed under the call
+            raise ConnectionFailed(_unknown_outcome(
+                f"D-Bus connection lost during {method}: {exc}", method)) from exc
+        if reply.message_type == _dbus_next().MessageType.ERROR:
+            raise error_from_dbus(reply.error_name, list(reply.body), method)
+        return reply
+
+    async def _subscribe(self) -> dict[str, Any]:
+        """``subscribe`` over D-Bus: receive the ``Changed`` signal from now on (after
+        checking the query role with a ``Ping``, as the socket's subscribe does)."""
+        message = _dbus_next().Message
+        await self._call(message(destination=BUS_NAME, path=OBJECT_PATH, interface=INTERFACE,
+                                 member="Ping", signature="a{sv}", body=[{}]), "subscribe")
+        if not self._subscribed:
+            await self._call(message(destination="org.freedesktop.DBus",
+                                     path="/org/freedesktop/DBus",
+                                     interface="org.freedesktop.DBus", member="AddMatch",
+                                     signature="s", body=[CHANGED_MATCH]), "subscribe")
+            self._subscribed = True
+        return {}
+
+    def _on_message(self, message: Any) -> None:
+        """Passes ``Changed`` signals on like the socket's ``changed`` notifications;
+        never claims a message."""
+        if (message.member == "Changed" and message.interface == INTERFACE
+                and message.path == OBJECT_PATH and message.signature == "aa{sv}"):
+            try:
+                objects = from_dbus(message.body[0])
+            except ValueError:
+                return
+            self.notify({"method": "changed", "params": {"objects": objects}})
+
+
+class DbusTransport:
+    """The blocking client's bus connection: an ``AsyncDbusTransport`` driven by a
+    private event loop in a daemon thread, so ``Client`` works the same inside and
+    outside asyncio programs."""
+
+    def __init__(self, bus_address: str | None, timeout: float | None,
+                 notifications: list[dict[str, Any]]) -> None:
+        self._conn = AsyncDbusTransport(bus_address, timeout, notifications.append)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def connect(self) -> None:
+        try:
+            self._run(self._conn.connect())
+        except LvmSuperError:
+            self.close()
+            raise
+
+    def request(self, method: str, params: dict[str, Any]) -> Any:
+        return self._run(self._conn.request(method, params))
+
     def close(self) -> None:
-        loop, thread, bus = self._loop, self._thread, self._bus
-        self._loop = self._thread = self._bus = None
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
         if loop is None:
             return
-        if bus is not None:
-            loop.call_soon_threadsafe(bus.disconnect)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._conn.close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(5)
@@ -287,82 +380,12 @@ class DbusTransport:
             loop.close()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(self.timeout)
-        except TimeoutError:
-            future.cancel()
-            raise ConnectionFailed(f"no answer from lvmsuperd on {self.where} within "
-                                   f"{self.timeout} s") from None
-
-    def request(self, method: str, params: dict[str, Any]) -> Any:
-        """Calls ``method`` and returns its JSON result (or raises its error). A read
-        whose bus connection broke is retried once on a new connection."""
-        for attempt in (1, 2):
-            self.connect()
-            try:
-                return self._request(method, params)
-            except ConnectionFailed:
-                if method not in READ_METHODS or attempt == 2 or self._bus_alive():
-                    raise
-                self.close()
-        raise AssertionError("unreachable")
-
-    def _bus_alive(self) -> bool:
-        return self._bus is not None and bool(self._bus.connected)
-
-    def _request(self, method: str, params: dict[str, Any]) -> Any:
-        if method == "subscribe":
-            return self._subscribe()
-        body = params_to_dbus(params)
-        dbus_next = _dbus_next()
-        message = dbus_next.Message(destination=BUS_NAME, path=OBJECT_PATH,
-                                    interface=INTERFACE, member=member_name(method),
-                                    signature="a{sv}", body=[body])
-        reply = self._call(message, method)
-        try:
-            return result_from_dbus(method, reply.body[0])
-        except (ValueError, TypeError, IndexError) as exc:
-            raise LvmSuperError(f"malformed {method} reply over D-Bus: {exc}") from exc
-
-    def _call(self, message: Any, method: str) -> Any:
-        dbus_next = _dbus_next()
-        try:
-            reply = self._run(self._bus.call(message))
-        except LvmSuperError:
-            raise
-        except Exception as exc:  # the bus connection failed under the call
-            text = f"D-Bus connection lost during {method}: {exc}"
-            if method not in READ_METHODS:
-                text += "; the change may or may not have happened: check with a read or 'jobs'"
-            raise ConnectionFailed(text) from exc
-        if reply.message_type == dbus_next.MessageType.ERROR:
-            raise error_from_dbus(reply.error_name, list(reply.body), method)
-        return reply
-
-    def _subscribe(self) -> dict[str, Any]:
-        """``subscribe`` over D-Bus: receive the ``Changed`` signal from now on (after
-        checking the query role with a ``Ping``, as the socket's subscribe does)."""
-        dbus_next = _dbus_next()
-        self._call(dbus_next.Message(destination=BUS_NAME, path=OBJECT_PATH,
-                                     interface=INTERFACE, member="Ping",
-                                     signature="a{sv}", body=[{}]), "subscribe")
-        if not self._subscribed:
-            self._call(dbus_next.Message(destination="org.freedesktop.DBus",
-                                         path="/org/freedesktop/DBus",
-                                         interface="org.freedesktop.DBus", member="AddMatch",
-                                         signature="s", body=[CHANGED_MATCH]), "subscribe")
-            self._subscribed = True
-        return {}
-
-    def _on_message(self, message: Any) -> None:
-        """Runs in the loop thread: collects ``Changed`` signals like the socket's
-        ``changed`` notifications; never claims a message."""
-        if (message.member == "Changed" and message.interface == INTERFACE
-                and message.path == OBJECT_PATH and message.signature == "aa{sv}"):
-            try:
-                objects = from_dbus(message.body[0])
-            except ValueError:
-                return
-            self.notifications.append({"method": "changed", "params": {"objects": objects}})
+        """Runs ``coro`` on the loop thread (started on first use); its own time limits
+        bound the wait."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="lvmsuper-dbus",
+                                      daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -13,23 +13,22 @@ import select
 import socket
 from typing import Any
 
-from ._core import lost, retry_after_loss, JobRef, decode, default_socket_path
+from ._core import (BlockingMethods, JobRef, Target, decode, default_socket_path, lost,
+                    retry_after_loss)
 from .dbus import DbusTransport
 from .errors import ConnectionFailed
-from .models import LV, PV, VG
 from .protocol import LineCodec, make_request, parse_response
 
 __all__ = ["Client", "JobRef", "default_socket_path"]
 
 
-class Client:
+class Client(Target, BlockingMethods):
+    """``with Client() as lvm: lvm.vgs()``: every daemon method by name (``_core.Methods``),
+    any method by ``call(name, **params)``."""
+
     def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
                  transport: str = "socket", bus_address: str | None = None) -> None:
-        if transport not in ("socket", "dbus"):
-            raise ValueError(f"transport must be 'socket' or 'dbus', not {transport!r}")
-        self.socket_path = socket_path or default_socket_path()
-        self.timeout = timeout
-        self.transport = transport
+        super().__init__(socket_path, timeout, transport)
         self.notifications: list[dict[str, Any]] = []
         self._dbus = (DbusTransport(bus_address, timeout, self.notifications)
                       if transport == "dbus" else None)
@@ -119,46 +118,3 @@ class Client:
                 if response.error is not None:
                     raise response.error
                 return response.result
-
-    # Typed shortcuts for the common calls; every method is reachable through call().
-    def ping(self) -> dict[str, Any]:
-        return self.call("ping")  # type: ignore[no-any-return]
-
-    def version(self) -> dict[str, str]:
-        return self.call("version")  # type: ignore[no-any-return]
-
-    def status(self) -> dict[str, Any]:
-        return self.call("status")  # type: ignore[no-any-return]
-
-    def pvs(self, **filters: Any) -> list[PV]:
-        return self.call("pvs", **filters)  # type: ignore[no-any-return]
-
-    def vgs(self, **filters: Any) -> list[VG]:
-        return self.call("vgs", **filters)  # type: ignore[no-any-return]
-
-    def lvs(self, **filters: Any) -> list[LV]:
-        return self.call("lvs", **filters)  # type: ignore[no-any-return]
-
-    def report(self, **filters: Any) -> dict[str, list[Any]]:
-        return self.call("report", **filters)  # type: ignore[no-any-return]
-
-    def pvcreate(self, devices: list[str], **opts: Any) -> list[PV] | JobRef:
-        return self.call("pvcreate", devices=devices, **opts)  # type: ignore[no-any-return]
-
-    def pvremove(self, devices: list[str], **opts: Any) -> dict[str, Any] | JobRef:
-        return self.call("pvremove", devices=devices, **opts)  # type: ignore[no-any-return]
-
-    def vgcreate(self, name: str, devices: list[str], **opts: Any) -> VG | JobRef:
-        return self.call("vgcreate", name=name, devices=devices, **opts)  # type: ignore[no-any-return]
-
-    def vgremove(self, vg: str, **opts: Any) -> dict[str, Any] | JobRef:
-        return self.call("vgremove", vg=vg, **opts)  # type: ignore[no-any-return]
-
-    def lvcreate(self, vg: str, name: str, **opts: Any) -> LV | JobRef:
-        return self.call("lvcreate", vg=vg, name=name, **opts)  # type: ignore[no-any-return]
-
-    def lvremove(self, lv: str, **opts: Any) -> dict[str, Any] | JobRef:
-        return self.call("lvremove", lv=lv, **opts)  # type: ignore[no-any-return]
-
-    def lvresize(self, lv: str, size: int, **opts: Any) -> LV | JobRef:
-        return self.call("lvresize", lv=lv, size=size, **opts)  # type: ignore[no-any-return]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lvmsuper.client.cli import human_size, main, parse_size, table
 
@@ -40,8 +43,46 @@ def test_parse_size_accepts_iec_suffixes(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("9007199254740993", 2**53 + 1),        # through float: 2**53
+    ("9223372036854775807", 2**63 - 1),     # the largest size the daemon takes
+    ("8E", 2**63),                          # the daemon refuses it; parsing is exact
+    ("7.5E", 15 * 2**59),
+    ("1.0000000000000001E", 2**60 + 115),   # 2**60 / 10**16 = 115.29; float: 2**60
+    ("7.99999999999999999999E", 2**63 - 1),  # float rounds to 8.0: 2**63
+    ("8191.999999999999P", 2**63 - 1126),   # float: 2**63 - 1024
+    ("1.5G", 3 * 2**29),
+    ("0.5K", 512),
+    ("1.7B", 1),                            # a fraction of a byte is dropped
+    ("1.999", 1),
+])
+def test_parse_size_is_exact_beyond_float(text: str, expected: int) -> None:
+    value = parse_size(text)
+    assert value == expected and type(value) is int
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50,
+          "E": 2**60}
+
+
+@given(whole=st.integers(min_value=0, max_value=10**20),
+       fraction=st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=25)),
+       unit=st.sampled_from(sorted(_UNITS)), suffix=st.sampled_from(["", "B", "iB", "ib"]))
+def test_parse_size_matches_exact_arithmetic(whole: int, fraction: str, unit: str,
+                                             suffix: str) -> None:
+    text = f"{whole}.{fraction}{unit}{suffix}" if fraction else f"{whole}{unit}{suffix}"
+    expected = int(Fraction(f"{whole}.{fraction or 0}") * _UNITS[unit])
+    if expected < 1:
+        with pytest.raises(argparse.ArgumentTypeError, match="not a positive size"):
+            parse_size(text)
+    else:
+        assert parse_size(text) == expected
+
+
 @pytest.mark.parametrize("text", ["10X", "-1", "", "0", "0.0001K", "G", "1.2.3G", "10 G B x",
-                                  "1e3", "0x10"])
+                                  "1e3", "0x10", "1.", ".5", "1,5G", "1_000", "1 000",
+                                  "1KK", "10GiBs", "nan", "inf", "+1", "1.5.", "\u0661\u0662",
+                                  "1\n2", "1" * 41, "0." + "1" * 41])
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="size"):
         parse_size(text)
