@@ -6,9 +6,14 @@ Asserted, because a user would notice: every request answered exactly once, on i
 connection, with the right result; no failed request and no error in the daemon's log;
 LVM consistent afterwards; and once the clients have left, the daemon's open file
 descriptors are exactly back to the baseline and its memory within a few MiB of it (no
-leak). Throughput is printed, not asserted.
+leak). "Exactly once" includes after the last answer: each client then half-closes its
+connection (shutdown SHUT_WR) and reads to EOF, and the daemon must send nothing more,
+so a late duplicate answer would be seen. Throughput is printed, not asserted.
 
-The in-suite run is 20,000 requests; ``LVMSUPER_SOAK=1`` (``make soak``) runs 100,000.
+The in-suite run (``make test``) is 100,000 requests; ``LVMSUPER_SOAK=1`` (``make
+soak``) runs 1,000,000, and ``LVMSUPER_SOAK=<n>`` (n > 1) runs n, in rounds of 100,000
+with the fd check after each; over a soak the daemon's RSS must level off (its second
+half may not grow it by 5 MiB), since a leak grows with the requests.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from lvmsuper.client import Client
 pytestmark = pytest.mark.system
 MiB = 2**20
 
-SOAK = os.environ.get("LVMSUPER_SOAK") == "1"
-TOTAL = 100_000 if SOAK else 20_000
+IN_SUITE = 100_000
+MIN_FOR_LEAKS = 20_000  # below this a leak check proves little
+_SOAK = os.environ.get("LVMSUPER_SOAK", "")
+TOTAL = IN_SUITE if not _SOAK else 1_000_000 if _SOAK == "1" else int(_SOAK)
 CLIENTS = 32
 CHANGERS = 8          # clients 0..7 each own a VG and change it
 CHANGE_EVERY = 16     # one change per this many requests of a changing client
@@ -53,6 +60,7 @@ class Peer:
     outstanding: dict[str, tuple[str, Callable[[Any], None]]] = field(default_factory=dict)
     answered: int = 0
     changes: int = 0
+    half_closed: bool = False  # read to EOF after the last answer, and nothing came
 
     @property
     def vg(self) -> str | None:
@@ -109,6 +117,13 @@ class Peer:
                 reply = json.loads(await reader.readline())
                 assert reply == {"jsonrpc": "2.0", "id": rid, "result": {"removed": [full]}}
                 lvs_alive.remove(full)
+            # Every id has its answer; a duplicate (or any other line) sent late would
+            # still be on its way. Half-close: the daemon must answer EOF with EOF only.
+            assert writer.can_write_eof()
+            writer.write_eof()
+            rest = await asyncio.wait_for(reader.read(), timeout=60)
+            assert rest == b"", f"client {self.index}: more after the last answer: {rest!r:.300}"
+            self.half_closed = True
         finally:
             writer.close()
             await writer.wait_closed()
@@ -182,7 +197,13 @@ def run_load(path: str, total: int, vgs: list[str], loops: list[str]) -> list[Pe
     asyncio.run(everyone())
     for p in peers:
         assert p.answered == p.count and not p.outstanding, (p.index, p.answered)
+        assert p.half_closed, p.index
     return peers
+
+
+def changes_expected(count: int) -> int:
+    """The changes a changing client sends in ``count`` requests (one per change slot)."""
+    return sum(1 for i in range(count) if i % CHANGE_EVERY == CHANGE_EVERY // 2)
 
 
 def fds(pid: int) -> list[str]:
@@ -224,6 +245,13 @@ def farm(users: object) -> Iterator[rig.Sandbox]:
         box.destroy()
 
 
+def rounds(total: int) -> list[int]:
+    """``total`` in rounds of IN_SUITE requests (the last takes the remainder): the
+    in-suite run is one round, a soak several, with a leak check after each."""
+    n = max(1, total // IN_SUITE)
+    return [IN_SUITE] * (n - 1) + [total - IN_SUITE * (n - 1)]
+
+
 def test_32_pipelining_clients_mixed_load(farm: rig.Sandbox) -> None:
     vgs = [f"vgload{i}" for i in range(CHANGERS)]
     # Finished jobs are kept by design for [jobs] keep seconds (an hour by default);
@@ -236,28 +264,43 @@ def test_32_pipelining_clients_mixed_load(farm: rig.Sandbox) -> None:
         settled(d)
         fds_before, rss_before = fds(pid), rss(pid)
 
+        sizes = rounds(TOTAL)
+        answered = changes = 0
+        rss_after: list[int] = []  # after each round
         started = time.monotonic()
-        peers = run_load(d.socket, TOTAL, vgs, farm.loops)
+        for size in sizes:
+            peers = run_load(d.socket, size, vgs, farm.loops)
+            answered += sum(p.answered for p in peers)
+            changes += sum(p.changes for p in peers)
+            status = settled(d)
+            for _ in range(50):  # connections are closed asynchronously; give them a moment
+                if fds(pid) == fds_before:
+                    break
+                time.sleep(0.1)
+            assert fds(pid) == fds_before, (len(rss_after), fds_before, fds(pid))
+            rss_after.append(rss(pid))
         elapsed = time.monotonic() - started
-        status = settled(d)
-        for _ in range(50):  # connections are closed asynchronously; give them a moment
-            if fds(pid) == fds_before:
-                break
-            time.sleep(0.1)
-        fds_after, rss_after = fds(pid), rss(pid)
 
-        answered = sum(p.answered for p in peers)
-        changes = sum(p.changes for p in peers)
         print(f"\nload: {answered} requests ({changes} changes) from {CLIENTS} clients in "
               f"{elapsed:.1f} s = {answered / elapsed:.0f} req/s; daemon p50/p99 "
               f"{status['latency_ms']['p50']}/{status['latency_ms']['p99']} ms; "
-              f"RSS {rss_before / MiB:.1f} -> {rss_after / MiB:.1f} MiB; "
-              f"fds {len(fds_before)} -> {len(fds_after)}")
-        assert answered == CLIENTS * (TOTAL // CLIENTS)
-        assert changes >= (300 if not SOAK else 1500)
+              f"RSS {rss_before / MiB:.1f} -> "
+              + " -> ".join(f"{r / MiB:.1f}" for r in rss_after)
+              + f" MiB (after each {IN_SUITE:,}); fds {len(fds_before)} -> {len(fds(pid))}")
+        assert sum(sizes) == TOTAL >= MIN_FOR_LEAKS
+        assert answered == sum(CLIENTS * (size // CLIENTS) for size in sizes)
+        assert changes == sum(CHANGERS * changes_expected(size // CLIENTS) for size in sizes)
         assert status["requests"]["failed"] == 0, status["last_errors"]
-        assert fds_after == fds_before
-        assert rss_after - rss_before < 10 * MiB, (rss_before, rss_after)
+        # No leak: back within a few MiB of the baseline after the first round (what
+        # the allocator keeps as its high-water mark) ...
+        assert rss_after[0] - rss_before < 10 * MiB, (rss_before, rss_after)
+        if len(rss_after) >= 4:
+            # ... and over a soak, that mark levels off: a leak grows with the requests.
+            # Observed over 1,000,000: +4 MiB in the first 100,000, +2.2 MiB over the
+            # last 500,000, while the daemon's Python objects and allocated blocks
+            # stayed flat from the first round on (gc and sys.getallocatedblocks()).
+            half = rss_after[len(rss_after) // 2 - 1]
+            assert rss_after[-1] - half < 5 * MiB, (rss_before, rss_after)
     finally:
         d.stop()
     text = d.log()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +55,75 @@ def test_socket_has_configured_mode_and_group(daemon: rig.Daemon) -> None:
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o666
     assert st.st_gid == rig.gid_of(GROUP_ALL)
+
+
+def test_socket_is_private_from_bind_to_chmod(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own bind (supervisor/server.py bind_socket) creates the socket under
+    umask 0177: owner-only from the moment it exists, through chown, until the chmod to
+    the configured mode. Observed with hooks on bind, chown and chmod."""
+    from lvmsuper.supervisor.server import bind_socket
+
+    path = str(tmp_path / "run" / "d.sock")
+    seen: list[tuple[str, int, int]] = []  # (step, umask in effect, socket mode)
+    real_bind, real_chown, real_chmod = socket.socket.bind, os.chown, os.chmod
+
+    def umask_now() -> int:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        return mask
+
+    def mode_now() -> int:
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    def bind(self: socket.socket, address: Any) -> None:
+        mask = umask_now()
+        real_bind(self, address)
+        if address == path:
+            seen.append(("bind", mask, mode_now()))
+
+    def chown(target: Any, uid: int, gid: int) -> None:
+        if target == path:
+            seen.append(("chown", umask_now(), mode_now()))
+        real_chown(target, uid, gid)
+
+    def chmod(target: Any, mode: int) -> None:
+        if target == path:
+            seen.append(("chmod", umask_now(), mode_now()))
+        real_chmod(target, mode)
+
+    monkeypatch.setattr(socket.socket, "bind", bind)
+    monkeypatch.setattr(os, "chown", chown)
+    monkeypatch.setattr(os, "chmod", chmod)
+    before = umask_now()
+    sock = bind_socket(path, 0o660, os.getgid())
+    try:
+        assert [step for step, _, _ in seen] == ["bind", "chown", "chmod"], seen
+        assert seen[0][1] == 0o177, f"umask at bind: {seen[0][1]:o}"
+        for step, _, mode in seen:
+            assert mode == 0o600, f"socket mode {mode:o} at {step}"  # before the chmod
+        assert mode_now() == 0o660 and os.stat(path).st_gid == os.getgid()
+        assert umask_now() == before  # the daemon's umask is put back
+    finally:
+        sock.close()
+
+
+def test_etc_restored_restores_also_when_a_test_fails(tmp_path: Path) -> None:
+    """rig.etc_restored, which every test touching /etc uses, puts a file back byte for
+    byte with its mode and owner, and removes one it did not find, when the body fails."""
+    kept, made = tmp_path / "kept", tmp_path / "made"
+    kept.write_bytes(b"account required pam_unix.so\n")
+    os.chmod(kept, 0o640)
+    with pytest.raises(RuntimeError):
+        with rig.etc_restored(str(kept), str(made)):
+            with open(kept, "ab") as fh:
+                fh.write(b"account requisite pam_deny.so\n")
+            os.chmod(kept, 0o666)
+            made.write_text("x")
+            raise RuntimeError("the test failed here")
+    assert kept.read_bytes() == b"account required pam_unix.so\n"
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+    assert not made.exists()
 
 
 def test_walkthrough_as_unprivileged_user_matches_lvm(daemon: rig.Daemon,
@@ -196,7 +267,13 @@ def test_seed_scenario_hostile_pam(daemon: rig.Daemon, lvm: rig.Sandbox) -> None
     rig.need_system(os.path.exists("/usr/bin/sudo"), "needs sudo")
     lvm.lvm("pvcreate", lvm.loops[0], lvm.loops[1])
     sudoers = "/etc/sudoers.d/lvmsuper-test"
-    with rig.etc_restored("/etc/pam.d/sudo", sudoers):
+    pam = "/etc/pam.d/sudo"
+    assert not os.path.exists(sudoers), f"{sudoers} is left over from another run"
+    pam_before = Path(pam).read_bytes()
+    pam_stat = os.stat(pam)
+    # etc_restored puts both files back (and removes the sudoers drop-in) in a finally:
+    # also when an assertion below fails.
+    with rig.etc_restored(pam, sudoers):
         with open(sudoers, "w") as fh:
             fh.write(f'Defaults:{ADMIN} env_keep += "LVM_SYSTEM_DIR"\n'
                      f"{ADMIN} ALL=(root) NOPASSWD: {rig.LVM}\n")
@@ -206,14 +283,17 @@ def test_seed_scenario_hostile_pam(daemon: rig.Daemon, lvm: rig.Sandbox) -> None
         works = rig.run_as(ADMIN, argv, env)
         assert works.returncode == 0, works.stderr
         assert set(works.stdout.split()) == {lvm.loops[0], lvm.loops[1]}
-        with open("/etc/pam.d/sudo", "a") as fh:
+        with open(pam, "a") as fh:
             fh.write("account requisite pam_deny.so\n")
         broken = rig.run_as(ADMIN, argv, env)
         assert broken.returncode != 0 and lvm.loops[0] not in broken.stdout
         typed = ok(ADMIN, daemon, "pvs")
         assert sorted(p["name"] for p in typed) == sorted(lvm.loops[:2])  # type: ignore[union-attr]
         assert all(isinstance(p["size"], int) and p["vg"] is None for p in typed)  # type: ignore[union-attr]
-    assert b"pam_deny" not in open("/etc/pam.d/sudo", "rb").read()
+    after = os.stat(pam)
+    assert Path(pam).read_bytes() == pam_before, "/etc/pam.d/sudo not restored byte for byte"
+    assert (stat.S_IMODE(after.st_mode), after.st_uid, after.st_gid) == \
+        (stat.S_IMODE(pam_stat.st_mode), pam_stat.st_uid, pam_stat.st_gid)
     assert not os.path.exists(sudoers)
 
 

@@ -10,9 +10,13 @@ it, and:
 - every option is one of the fixed options the builders use, never caller text;
 - no positional starts with ``-`` (an option to LVM) or ``@`` (a tag: many objects);
 - no element holds NUL or a newline; ``--config`` is always exactly the pinned string;
-- each caller string appears only in a slot its parameter may use (a tag only after
-  ``--addtag``/``--deltag``, a selection only after ``--select``, a device only as a
-  positional ...), and values of fixed-vocabulary options are from that vocabulary;
+- each caller string appears only in an option slot its parameter may use (a tag only
+  after ``--addtag``/``--deltag``, a selection only after ``--select`` ...), and values
+  of fixed-vocabulary options are from that vocabulary;
+- every positional is a caller value of the parameter the command's positional schema
+  (``POSITIONALS``) puts at that index: ``vgrename`` gets the old name then the new one,
+  ``vgextend`` the VG then devices, ``lvrename`` the LV's VG, the LV, then the new name
+  ..., so a builder that swapped two positionals, or put a device where a VG goes, fails;
 - a read never runs a mutating command; a refused request (InvalidRequest) never ran
   one either; nothing ends as ``Internal``.
 
@@ -28,6 +32,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -89,12 +94,11 @@ SHAPES: dict[str, re.Pattern[str]] = {
     "--deltag": re.compile(r"[A-Za-z0-9_+.=!:&#/][A-Za-z0-9_+.=!:&#/-]*\Z"),
     "--select": re.compile(r"[^\0\n\r]+\Z")}
 POS = ("pos", "")
-# parameter -> the slots its strings may take in an argv
+# parameter -> the option slots its strings may take in an argv (where a positional may
+# come from is the command's schema below)
 ALLOWED: dict[str, set[tuple[str, str]]] = {
-    "vg": {POS}, "new_name": {POS}, "lv": {POS, ("opt", "--name")}, "origin": {POS},
-    "names": {POS},
-    "devices": {POS}, "device": {POS}, "source": {POS}, "destination": {POS},
-    "name": {POS, ("opt", "--name")}, "pool": {("opt", "--thinpool")},
+    "lv": {("opt", "--name")},  # pvmove --name: the LV part
+    "name": {("opt", "--name")}, "pool": {("opt", "--thinpool")},
     "tags": {("opt", "--addtag")}, "add_tags": {("opt", "--addtag")},
     "del_tags": {("opt", "--deltag")}, "select": {("opt", "--select")},
     "extents": {("opt", "--extents")}, "type": {("opt", "--type")},
@@ -102,6 +106,105 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
     "size": {("opt", "--size"), ("opt", "--setphysicalvolumesize")},
     "virtual_size": {("opt", "--virtualsize")}, "stripe_size": {("opt", "--stripesize")},
     "extent_size": {("opt", "--physicalextentsize")}}
+
+
+
+
+@dataclass(frozen=True)
+class Positionals:
+    """Which caller values a command's positionals may be, index by index.
+
+    A reference is a parameter (``"vg"``: its string, or each string of its list), a part
+    of a ``vg/lv`` parameter (``"lv.vg"``, ``"lv.lv"``), or two references joined by a
+    slash (``"vg/name"``: the LV a lvcreate makes). ``fixed[i]`` lists what the i-th
+    positional may be, ``rest`` what every later one may be; ``required`` is how many
+    must be there (by default all of ``fixed``)."""
+
+    fixed: tuple[tuple[str, ...], ...] = ()
+    rest: tuple[str, ...] = ()
+    required: int | None = None
+
+
+_DEVICE_READ = Positionals(rest=("devices",), required=1)
+# (method, LVM command) -> its positionals. Derived from supervisor/methods.py (the
+# handlers: the change, then the read of what it made) and lvm.py/lvmcmd.py (the report
+# builders); ``classify`` (NotFound/AlreadyExists after a failure) runs a fullreport of
+# everything, so "fullreport" takes no positional except for the ``report`` method. A
+# (method, command) pair missing here is a command the method must not run.
+POSITIONALS: dict[tuple[str, str], Positionals] = {
+    ("version", "version"): Positionals(),
+    ("status", "version"): Positionals(),  # status shows LVM's version
+    ("pvs", "pvs"): Positionals(rest=("names",), required=0),
+    ("vgs", "vgs"): Positionals(rest=("names",), required=0),
+    # names (each "vg/lv", filtered by vg), else the vg alone, else nothing
+    ("lvs", "lvs"): Positionals(fixed=(("names", "vg"),), rest=("names",), required=0),
+    ("report", "fullreport"): Positionals(fixed=(("vg",),), required=0),
+    ("pvcreate", "pvcreate"): _DEVICE_READ,
+    ("pvcreate", "pvs"): _DEVICE_READ,
+    ("pvremove", "pvremove"): _DEVICE_READ,
+    ("vgcreate", "vgcreate"): Positionals(fixed=(("name",), ("devices",)), rest=("devices",)),
+    ("vgcreate", "vgs"): Positionals(fixed=(("name",),)),
+    ("vgremove", "vgs"): Positionals(fixed=(("vg",),)),
+    ("vgremove", "vgremove"): Positionals(fixed=(("vg",),)),
+    # the VG, or for a snapshot its origin as "vg/origin"; then the PVs to allocate from
+    ("lvcreate", "lvcreate"): Positionals(fixed=(("vg", "vg/origin"),), rest=("devices",)),
+    ("lvcreate", "lvs"): Positionals(fixed=(("vg/name",),)),
+    ("lvremove", "lvremove"): Positionals(fixed=(("lv",),)),
+    ("lvresize", "lvs"): Positionals(fixed=(("lv",),)),
+    ("lvresize", "lvresize"): Positionals(fixed=(("lv",),)),
+    ("pvresize", "pvresize"): Positionals(fixed=(("device",),)),
+    ("pvresize", "pvs"): Positionals(fixed=(("device",),)),
+    ("pvchange", "pvchange"): Positionals(fixed=(("device",),)),
+    ("pvchange", "pvs"): Positionals(fixed=(("device",),)),
+    ("vgextend", "vgextend"): Positionals(fixed=(("vg",), ("devices",)), rest=("devices",)),
+    ("vgextend", "vgs"): Positionals(fixed=(("vg",),)),
+    # the VG then the PVs to take out, or (with --removemissing) the VG alone
+    ("vgreduce", "vgreduce"): Positionals(fixed=(("vg",),), rest=("devices",)),
+    ("vgreduce", "vgs"): Positionals(fixed=(("vg",),)),
+    ("vgrename", "vgrename"): Positionals(fixed=(("vg",), ("new_name",))),
+    ("vgrename", "vgs"): Positionals(fixed=(("new_name",),)),
+    ("vgchange", "vgchange"): Positionals(fixed=(("vg",),)),
+    ("vgchange", "vgs"): Positionals(fixed=(("vg",),)),
+    ("lvrename", "lvrename"): Positionals(fixed=(("lv.vg",), ("lv.lv",), ("new_name",))),
+    ("lvrename", "lvs"): Positionals(fixed=(("lv.vg/new_name",),)),
+    ("lvchange", "lvchange"): Positionals(fixed=(("lv",),)),
+    ("lvchange", "lvs"): Positionals(fixed=(("lv",),)),
+    ("pvmove", "pvmove"): Positionals(fixed=(("source",), ("destination",)), required=1),
+    ("pvmove", "pvs"): Positionals(fixed=(("source",),)),
+}
+
+
+def ref_values(ref: str, params: dict[str, Any]) -> set[str]:
+    """The texts a schema reference stands for, given the caller's params."""
+    if "/" in ref:
+        left, right = ref.split("/")
+        return {f"{a}/{b}" for a in ref_values(left, params)
+                for b in ref_values(right, params)}
+    key, _, part = ref.partition(".")
+    value = params.get(key)
+    texts = {t for t in (value if isinstance(value, list) else [value]) if isinstance(t, str)}
+    if part:  # "vg/lv" -> one part (validate.lv_path splits at the first slash)
+        texts = {t.partition("/")[0 if part == "vg" else 2] for t in texts if "/" in t}
+    return texts
+
+
+def check_positionals(method: str, argv: Sequence[str], roles: Sequence[tuple[str, str]],
+                      params: dict[str, Any]) -> None:
+    """Each positional is a value of a parameter its index admits, for this command."""
+    schema = POSITIONALS.get((method, argv[0]))
+    if schema is None and argv[0] == "fullreport":
+        schema = Positionals()  # classify's report of everything
+    assert schema is not None, f"{method} ran {argv[0]}, which it has no reason to: {argv}"
+    positionals = [arg for arg, role in zip(argv, roles) if role == POS]
+    required = len(schema.fixed) if schema.required is None else schema.required
+    assert len(positionals) >= required, f"{method}: a positional is missing: {argv}"
+    if not schema.rest:
+        assert len(positionals) <= len(schema.fixed), f"{method}: extra positional: {argv}"
+    for index, arg in enumerate(positionals):
+        refs = schema.fixed[index] if index < len(schema.fixed) else schema.rest
+        admitted = set().union(*(ref_values(r, params) for r in refs))
+        assert arg in admitted, (f"{method}: positional {index} of {argv[0]} is {arg!r}, "
+                                 f"not a value of {' or '.join(refs)}: {argv}")
 
 
 def slots(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -147,22 +250,25 @@ def caller_strings(params: Any, key: str = "") -> Iterator[tuple[str, str]]:
             yield from caller_strings(v, k if not key else key)
 
 
-def check_argv(argv: list[str], params: dict[str, Any]) -> None:
+def check_argv(method: str, argv: list[str], params: dict[str, Any]) -> None:
     assert argv and argv[0].isalpha(), argv
     for arg in argv:
-        assert "\0" not in arg and "\n" not in arg, argv
+        assert "\0" not in arg and "\n" not in arg, f"NUL or newline in {argv}"
     if argv[0] != "version":
-        assert argv[1] == "--config" and argv[2] in PINNED, argv
+        assert argv[1] == "--config" and argv[2] in PINNED, f"not the pinned --config: {argv}"
     roles = slots(argv)
     by_value: dict[str, set[str]] = {}
     for key, text in caller_strings(params):
         by_value.setdefault(text, set()).add(key)
+    check_positionals(method, argv, roles, params)
     for arg, (kind, option) in zip(argv, roles):
+        if kind == "pos":
+            continue  # checked against the command's positional schema above
         if kind == "opt":
             if option in FIXED:
-                assert arg in FIXED[option], (option, arg, argv)
+                assert arg in FIXED[option], f"{option} {arg!r} is not its vocabulary: {argv}"
             if option in SHAPES:
-                assert SHAPES[option].match(arg), (option, arg, argv)
+                assert SHAPES[option].match(arg), f"{option} {arg!r} is not its shape: {argv}"
         keys = by_value.get(arg)
         if not keys or kind in ("cmd", "flag") or (kind == "opt" and arg in FIXED.get(option, ())):
             continue  # our own command, options and fixed vocabulary
@@ -171,7 +277,8 @@ def check_argv(argv: list[str], params: dict[str, Any]) -> None:
             f"caller value {arg!r} (from {sorted(keys)}) landed in {kind} {option}: {argv}"
     if argv[0] in ("pvs", "vgs", "lvs") and isinstance(params.get("select"), str):
         # the one value that may look like an option is always --select's argument
-        assert (params["select"], ("opt", "--select")) in zip(argv, roles), argv
+        assert (params["select"], ("opt", "--select")) in zip(argv, roles), \
+            f"the selection is not --select's argument: {argv}"
 
 
 # ---- a Service over a recording runner ------------------------------------------------
@@ -356,7 +463,7 @@ def test_no_caller_value_becomes_an_option_or_leaves_its_slot(
         return
     assert decoded == json.loads(line)["params"]  # the codec delivered it unchanged
     for argv in argvs:
-        check_argv(argv, decoded)
+        check_argv(method, argv, decoded)
     mutating = [a for a in argvs if a[0] not in READS]
     event(f"outcome: {type(outcome).__name__ if isinstance(outcome, LvmSuperError) else 'ok'}")
     event(f"mutating argv built: {bool(mutating)}")
@@ -404,23 +511,100 @@ def test_every_change_reaches_its_argv_builder(method: str) -> None:
     mutating = [a for a in argvs if a[0] == method]
     assert len(mutating) == 1, argvs
     for argv in argvs:
-        check_argv(argv, params)
+        check_argv(method, argv, params)
 
 
 PIN = lvmcmd.pinned_config(None)
+REPORT = lvmcmd.report_argv("lv")[3:]  # --reportformat json ... -o <LV fields>
 
 
-@pytest.mark.parametrize("argv, params", [
-    (["lvcreate", "--config", PIN, "--yes", "-ff", "vg0"], {"name": "-ff"}),        # option
-    (["lvcreate", "--config", PIN, "--name", "x", "@t"], {"vg": "@t"}),            # tag
-    (["vgchange", "--config", PIN, "--addtag", "vg0", "vg0"], {"vg": "vg0"}),       # slot
-    (["lvs", "--config", PIN, "--select", "x", "vg0"], {"select": "y"}),           # moved
-    (["lvs", "--config", PIN + " global{}", "vg0"], {}),                            # config
-    (["lvs", "--config", PIN, "--config", "x", "vg0"], {}),                         # vocab
-    (["lvcreate", "--config", PIN, "--size", "10G", "vg0"], {"size": 10}),          # shape
-    (["lvcreate", "--config", PIN, "--name", "a\nb", "vg0"], {"name": "a\nb"}),     # newline
-])
-def test_the_checker_catches_injections(argv: list[str], params: dict[str, Any]) -> None:
-    """The oracle is not vacuous: argvs a broken builder could produce are caught."""
-    with pytest.raises(AssertionError):
-        check_argv(argv, params)
+def _change(command: str, *args: str, json_log: bool = True) -> list[str]:
+    return lvmcmd.change_argv(command, list(args), json_log=json_log)
+
+
+# (method, params, what a broken builder could build, what the right one builds, the
+# complaint expected). Each right argv passes: the complaint is about the defect alone.
+INJECTIONS = [
+    ("lvcreate", {"vg": "vg0", "name": "-ff", "size": 512},                      # option
+     ["lvcreate", "--config", PIN, "--yes", "--size", "1s", "-ff", "vg0"],
+     None, "would be an option"),
+    ("lvcreate", {"vg": "@t", "name": "x", "size": 512},                         # tag
+     _change("lvcreate", "--yes", "--name", "x", "--size", "1s", "@t"), None, "select by tag"),
+    ("vgchange", {"vg": "vg0", "add_tags": ["t"]},                               # slot
+     _change("vgchange", "--addtag", "vg0", "vg0"),
+     _change("vgchange", "--addtag", "t", "vg0"), "landed in opt --addtag"),
+    ("lvs", {"vg": "vg0", "select": "y"},                                        # moved
+     ["lvs", "--config", PIN, *REPORT, "--select", "x", "vg0"],
+     ["lvs", "--config", PIN, *REPORT, "--select", "y", "vg0"], "not --select's argument"),
+    ("lvs", {"vg": "vg0"}, ["lvs", "--config", PIN + " global{}", *REPORT, "vg0"],  # config
+     ["lvs", "--config", PIN, *REPORT, "vg0"], "not the pinned --config"),
+    ("lvs", {"vg": "vg0"}, ["lvs", "--config", PIN, "--config", "x", *REPORT, "vg0"],  # vocab
+     ["lvs", "--config", PIN, *REPORT, "vg0"], "not its vocabulary"),
+    ("lvcreate", {"vg": "vg0", "name": "x", "size": 10},                         # shape
+     _change("lvcreate", "--yes", "--name", "x", "--size", "10G", "vg0"),
+     _change("lvcreate", "--yes", "--name", "x", "--size", "1s", "vg0"), "not its shape"),
+    ("lvcreate", {"vg": "vg0", "name": "a\nb", "size": 512},                     # newline
+     _change("lvcreate", "--yes", "--name", "a\nb", "--size", "1s", "vg0"), None,
+     "NUL or newline"),
+    # positionals: each value at its own index
+    ("vgrename", {"vg": "vg0", "new_name": "vg9"},                               # swapped
+     _change("vgrename", "vg9", "vg0"), _change("vgrename", "vg0", "vg9"),
+     "positional 0 of vgrename is 'vg9', not a value of vg"),
+    ("lvrename", {"lv": "vg0/lv0", "new_name": "lv9"},                           # VG <-> LV
+     _change("lvrename", "lv0", "vg0", "lv9"), _change("lvrename", "vg0", "lv0", "lv9"),
+     "positional 0 of lvrename is 'lv0', not a value of lv.vg"),
+    ("lvrename", {"lv": "vg0/lv0", "new_name": "lv9"},                           # old <-> new
+     _change("lvrename", "vg0", "lv9", "lv0"), _change("lvrename", "vg0", "lv0", "lv9"),
+     "positional 1 of lvrename is 'lv9'"),
+    ("vgextend", {"vg": "vg0", "devices": ["/dev/loop1"]},                       # device as VG
+     _change("vgextend", "--yes", "/dev/loop1", "vg0"),
+     _change("vgextend", "--yes", "vg0", "/dev/loop1"),
+     "positional 0 of vgextend is '/dev/loop1', not a value of vg"),
+    ("vgcreate", {"name": "vg1", "devices": ["/dev/loop0"]},                     # VG as device
+     _change("vgcreate", "--yes", "/dev/loop0", "vg1"),
+     _change("vgcreate", "--yes", "vg1", "/dev/loop0"), "positional 0 of vgcreate"),
+    ("vgreduce", {"vg": "vg0", "devices": ["/dev/loop1"]},
+     _change("vgreduce", "/dev/loop1", "vg0"), _change("vgreduce", "vg0", "/dev/loop1"),
+     "positional 0 of vgreduce"),
+    ("lvcreate", {"vg": "vg0", "name": "lv1", "size": 512},                      # LV as VG
+     _change("lvcreate", "--yes", "--name", "vg0", "--size", "1s", "lv1"),
+     _change("lvcreate", "--yes", "--name", "lv1", "--size", "1s", "vg0"),
+     "positional 0 of lvcreate is 'lv1'"),
+    ("lvcreate", {"vg": "vg0", "name": "lv1", "size": 512, "devices": ["/dev/loop0"]},
+     _change("lvcreate", "--yes", "--name", "lv1", "--size", "1s", "/dev/loop0", "vg0"),
+     _change("lvcreate", "--yes", "--name", "lv1", "--size", "1s", "vg0", "/dev/loop0"),
+     "positional 0 of lvcreate is '/dev/loop0'"),
+    ("lvcreate", {"vg": "vg0", "name": "lv1", "size": 512},                      # its read
+     lvmcmd.report_argv("lv", names=["lv1/vg0"]), lvmcmd.report_argv("lv", names=["vg0/lv1"]),
+     "positional 0 of lvs is 'lv1/vg0', not a value of vg/name"),
+    ("lvcreate", {"vg": "vg0", "name": "s1", "type": "snapshot", "origin": "lv0", "size": 512},
+     _change("lvcreate", "--yes", "--name", "s1", "--size", "1s", "--snapshot", "vg0/s1",
+             json_log=False),
+     _change("lvcreate", "--yes", "--name", "s1", "--size", "1s", "--snapshot", "vg0/lv0",
+             json_log=False), "not a value of vg or vg/origin"),
+    ("pvmove", {"source": "/dev/loop0", "destination": "/dev/loop1"},            # swapped
+     _change("pvmove", "-i", "1", "/dev/loop1", "/dev/loop0", json_log=False),
+     _change("pvmove", "-i", "1", "/dev/loop0", "/dev/loop1", json_log=False),
+     "positional 0 of pvmove is '/dev/loop1', not a value of source"),
+    ("vgextend", {"vg": "vg0", "devices": ["/dev/loop1"]},                       # missing
+     _change("vgextend", "--yes", "vg0"), None, "a positional is missing"),
+    ("lvremove", {"lv": "vg0/lv0"},                                              # extra
+     _change("lvremove", "--yes", "vg0/lv0", "vg0/lv0"), _change("lvremove", "--yes", "vg0/lv0"),
+     "extra positional"),
+    ("lvs", {"vg": "vg0"}, _change("lvremove", "--yes", "vg0/lv0"), None,          # command
+     "has no reason to"),
+    ("pvs", {"names": ["/dev/loop0"]}, lvmcmd.report_argv("pv", names=["/dev/loop9"]),
+     lvmcmd.report_argv("pv", names=["/dev/loop0"]), "not a value of names"),
+]
+
+
+@pytest.mark.parametrize("method, params, bad, good, complaint", INJECTIONS,
+                         ids=[f"{i}-{case[0]}" for i, case in enumerate(INJECTIONS)])
+def test_the_checker_catches_injections(method: str, params: dict[str, Any], bad: list[str],
+                                        good: list[str] | None, complaint: str) -> None:
+    """The oracle is not vacuous: argvs a broken builder could produce are caught, each
+    for its own defect (the right argv for the same request passes)."""
+    if good is not None:
+        check_argv(method, good, params)
+    with pytest.raises(AssertionError, match=re.escape(complaint)):
+        check_argv(method, bad, params)
