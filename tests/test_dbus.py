@@ -9,8 +9,11 @@ by the `polkit` fixture and restored byte for byte afterwards, also when a test 
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -361,29 +364,53 @@ def test_introspection_shows_the_documented_interface(dd: rig.Daemon, bus: Bus) 
     assert OBJECT_PATH in tree.stdout, tree.stdout + tree.stderr
 
 
+def readme_busctl_examples() -> list[list[str]]:
+    """The busctl lines of the README's D-Bus section, as argv lists, in their order."""
+    text = (rig.REPO / "README.md").read_text()
+    section = text[text.index("\n## D-Bus\n"):]
+    section = section[:section.index("\n## ", 1)]
+    return [shlex.split(line) for line in section.splitlines() if line.startswith("busctl ")]
+
+
 def test_busctl_call_examples(dd: rig.Daemon, bus: Bus, lvm: rig.Sandbox) -> None:
-    """The README's busctl examples, run as root (polkit always admits root)."""
+    """The README's busctl examples, exactly as written there and in that order (its
+    `vg0` is a test VG), run as root (polkit always admits root)."""
     lvm.lvm("pvcreate", lvm.loops[0])
     lvm.lvm("vgcreate", "vgbus", lvm.loops[0])
-    base = ["busctl", f"--address={bus.address}", "call", BUS_NAME, OBJECT_PATH, INTERFACE]
-    ping = rig.run_as(None, [*base, "Ping", "a{sv}", "0"])
-    assert ping.stdout.strip() == "a{sv} 0", ping.stderr
-    created = rig.run_as(None, [*base, "LvCreate", "a{sv}", "3", "vg", "s", "vgbus",
-                                "name", "s", "data", "size", "x", str(8 * MiB)])
-    assert created.returncode == 0, created.stderr
-    lvs = rig.run_as(None, ["busctl", f"--address={bus.address}", "--json=short", "call",
-                            BUS_NAME, OBJECT_PATH, INTERFACE, "Lvs", "a{sv}", "1",
-                            "vg", "s", "vgbus"])
-    reply = json.loads(lvs.stdout)
+    examples = readme_busctl_examples()
+    run: dict[str, subprocess.CompletedProcess[str]] = {}
+    for argv in examples:
+        # busctl [--json=short] introspect|call NAME PATH [INTERFACE MEMBER SIGNATURE ...]
+        at = argv.index(OBJECT_PATH)
+        assert argv[at - 1] == BUS_NAME, argv
+        member = "introspect" if argv[at - 2] == "introspect" else argv[at + 2]
+        assert member == "introspect" or argv[at + 1] == INTERFACE, argv
+        argv = [argv[0], f"--address={bus.address}",
+                *("vgbus" if a == "vg0" else a.replace("vg0/", "vgbus/") for a in argv[1:])]
+        run[member] = out = rig.run_as(None, argv)
+        assert out.returncode == 0, (argv, out.stderr)
+    assert list(run) == ["introspect", "Ping", "LvCreate", "Lvs", "LvResize"]
+    assert f"{INTERFACE}" in run["introspect"].stdout
+    assert run["Ping"].stdout.strip() == "a{sv} 0"
+    assert run["LvCreate"].stdout.startswith("a{sv} ")
+    reply = json.loads(run["Lvs"].stdout)
     assert reply["type"] == "aa{sv}"
     (lv,) = reply["data"][0]
     assert lv["full_name"] == {"type": "s", "data": "vgbus/data"}
     assert lv["size"] == {"type": "x", "data": 8 * MiB}
     assert lv["tags"] == {"type": "as", "data": []}
     assert "origin" not in lv  # null: left out
-    assert lvm.report("lv", "lv_size", "vgbus/data")[0]["lv_size"] == str(8 * MiB)
+    # LvResize with force b true shrank it to 4 MiB, as LVM itself reports
+    assert run["LvResize"].stdout.startswith("a{sv} ")
+    assert '"size" x 4194304' in run["LvResize"].stdout, run["LvResize"].stdout
+    assert lvm.report("lv", "lv_size", "vgbus/data")[0]["lv_size"] == str(4 * MiB)
+    base = ["busctl", f"--address={bus.address}", "call", BUS_NAME, OBJECT_PATH, INTERFACE]
     bad = rig.run_as(None, [*base, "LvCreate", "a{sv}", "1", "vg", "s", "vgbus"])
     assert bad.returncode != 0 and "needs the parameter 'name'" in bad.stderr
+    # and without force, shrinking is refused with the typed error
+    refused = rig.run_as(None, [*base, "LvResize", "a{sv}", "2", "lv", "s", "vgbus/data",
+                                "size", "x", str(MiB)])
+    assert refused.returncode != 0 and "pass force=true" in refused.stderr, refused.stderr
 
 
 # ---- polkit decides ------------------------------------------------------------------
@@ -496,48 +523,85 @@ def test_status_counts_dbus_peers_as_clients(dd: rig.Daemon, bus: Bus) -> None:
             time.sleep(0.02)
 
 
-def test_parity_with_the_socket(dd: rig.Daemon, bus: Bus, lvm: rig.Sandbox) -> None:
-    """Changes made on one transport, read back on the other: identical objects; every
-    read and a set of errors: identical answers (typed results compare with nulls)."""
-    d0, d1, d2 = lvm.loops[:3]
-    code = f"""
+# Runs as one user process after PRELUDE: `dbus` and `sock` are clients of the two
+# transports, d0..d3 the sandbox's devices.
+PARITY = """
+used = set()
+def on(client, method, **params):
+    used.add(method)
+    return call(client, method, **params)
+
 def both(method, **params):
-    return [call(dbus, method, **params), call(sock, method, **params)]
+    return [on(dbus, method, **params), on(sock, method, **params)]
+
+def one(answer):  # a read of one object, as a change returns it
+    if isinstance(answer.get('result'), list) and len(answer['result']) == 1:
+        answer['result'] = answer['result'][0]
+    return answer
 
 pairs = out['pairs'] = []
-def changed(client, method, read, **params):
+def changed(client, method, params, read, read_params, single=True):
+    # a change over ``client``, next to a fresh read over the other transport
     other = sock if client is dbus else dbus
-    pairs.append([call(client, method, **params), call(other, *read)])
-changed(dbus, 'pvcreate', ('pvs', ), devices=[{d0!r}, {d1!r}])
-pairs[-1][1]['result'] = [p for p in pairs[-1][1]['result'] if p['name'] in ({d0!r}, {d1!r})]
-pairs.append([call(sock, 'vgcreate', name='vgp', devices=[{d0!r}], tags=['t1']),
-              call(dbus, 'vgs', names=['vgp'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(dbus, 'vgextend', vg='vgp', devices=[{d1!r}]),
-              call(sock, 'vgs', names=['vgp'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(dbus, 'lvcreate', vg='vgp', name='a', size=8 * 2**20, tags=['x', 'y=z']),
-              call(sock, 'lvs', names=['vgp/a'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(sock, 'lvcreate', vg='vgp', name='b', extents='10%FREE'),
-              call(dbus, 'lvs', names=['vgp/b'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(dbus, 'lvresize', lv='vgp/a', size=12 * 2**20),
-              call(sock, 'lvs', names=['vgp/a'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(dbus, 'vgchange', vg='vgp', add_tags=['t2']),
-              call(sock, 'vgs', names=['vgp'])])
-pairs[-1][1]['result'] = pairs[-1][1]['result'][0]
-pairs.append([call(dbus, 'lvremove', lv='vgp/b'), {{'result': {{'removed': ['vgp/b']}}}}])
-job = call(dbus, 'pvcreate', devices=[{d2!r}], wait=0)
+    answer = on(client, method, **params)
+    again = on(other, read, **read_params)
+    pairs.append([method, answer, one(again) if single else again])
+
+twins = out['twins'] = []
+def twin(method, over_dbus, over_sock, same):
+    # the same change to two equal objects, one per transport: equal answers once the
+    # socket's object names are replaced by the D-Bus one's (``same``: sock -> dbus)
+    twins.append([method, on(dbus, method, **over_dbus), on(sock, method, **over_sock), same])
+
+def finished(client, job):
+    for _ in range(500):
+        status = on(client, 'job_status', job=job)
+        if status.get('result', {}).get('state') != 'running':
+            return status
+        time.sleep(0.02)
+    return status
+
+changed(dbus, 'pvcreate', dict(devices=[d0, d1]), 'pvs', dict(names=[d0, d1]), single=False)
+changed(sock, 'vgcreate', dict(name='vgp', devices=[d0], tags=['t1']), 'vgs', dict(names=['vgp']))
+changed(dbus, 'vgextend', dict(vg='vgp', devices=[d1]), 'vgs', dict(names=['vgp']))
+changed(dbus, 'lvcreate', dict(vg='vgp', name='a', size=8 * 2**20, tags=['x', 'y=z']),
+        'lvs', dict(names=['vgp/a']))
+changed(sock, 'lvcreate', dict(vg='vgp', name='b', extents='10%FREE'), 'lvs', dict(names=['vgp/b']))
+changed(dbus, 'lvcreate', dict(vg='vgp', name='c', size=4 * 2**20), 'lvs', dict(names=['vgp/c']))
+changed(dbus, 'lvresize', dict(lv='vgp/a', size=12 * 2**20), 'lvs', dict(names=['vgp/a']))
+changed(dbus, 'vgchange', dict(vg='vgp', add_tags=['t2']), 'vgs', dict(names=['vgp']))
+changed(sock, 'vgchange', dict(vg='vgp', del_tags=['t1']), 'vgs', dict(names=['vgp']))
+changed(dbus, 'lvchange', dict(lv='vgp/a', add_tags=['l1'], del_tags=['x']),
+        'lvs', dict(names=['vgp/a']))
+changed(sock, 'lvchange', dict(lv='vgp/a', permission='r'), 'lvs', dict(names=['vgp/a']))
+changed(dbus, 'lvchange', dict(lv='vgp/a', permission='rw'), 'lvs', dict(names=['vgp/a']))
+changed(dbus, 'lvrename', dict(lv='vgp/a', new_name='a2'), 'lvs', dict(names=['vgp/a2']))
+changed(sock, 'lvrename', dict(lv='vgp/a2', new_name='a'), 'lvs', dict(names=['vgp/a']))
+changed(dbus, 'vgrename', dict(vg='vgp', new_name='vgx'), 'vgs', dict(names=['vgx']))
+changed(sock, 'vgrename', dict(vg='vgx', new_name='vgp'), 'vgs', dict(names=['vgp']))
+changed(dbus, 'pvchange', dict(device=d1, allocatable=False, add_tags=['p1']),
+        'pvs', dict(names=[d1]))
+changed(sock, 'pvchange', dict(device=d1, allocatable=True, del_tags=['p1']),
+        'pvs', dict(names=[d1]))
+job = on(dbus, 'pvcreate', devices=[d2], wait=0)
 out['job'] = job
-for _ in range(200):
-    status = call(dbus, 'job_status', job=job['result']['job'])
-    if status['result']['state'] != 'running':
-        break
-    time.sleep(0.02)
+out['job_done'] = finished(dbus, job['result']['job'])
+changed(dbus, 'pvresize', dict(device=d2, size=32 * 2**20), 'pvs', dict(names=[d2]))
+changed(sock, 'pvresize', dict(device=d2), 'pvs', dict(names=[d2]))
+changed(sock, 'vgextend', dict(vg='vgp', devices=[d2]), 'vgs', dict(names=['vgp']))
+changed(dbus, 'vgreduce', dict(vg='vgp', devices=[d2]), 'vgs', dict(names=['vgp']))
+# activation: what LVM answers here (no device-mapper: active unknown), or the real thing
+changed(dbus, 'vgchange', dict(vg='vgp', activate=False), 'vgs', dict(names=['vgp']))
+changed(sock, 'lvchange', dict(lv='vgp/c', activate=False), 'lvs', dict(names=['vgp/c']))
+# removals: twins, one per transport
+twin('lvremove', dict(lv='vgp/b'), dict(lv='vgp/c'), {'vgp/c': 'vgp/b'})
+on(dbus, 'pvcreate', devices=[d3])
+on(dbus, 'vgcreate', name='vgr1', devices=[d2])
+on(sock, 'vgcreate', name='vgr2', devices=[d3])
+twin('vgremove', dict(vg='vgr1'), dict(vg='vgr2'), {'vgr2': 'vgr1'})
+twin('pvremove', dict(devices=[d2]), dict(devices=[d3]), {d3: d2})
 out['reads'] = [both('ping'), both('version'), both('pvs'), both('pvs', vg='vgp'),
-                both('vgs'), both('lvs'), both('lvs', vg='vgp'), both('lvs', tags=['x']),
+                both('vgs'), both('lvs'), both('lvs', vg='vgp'), both('lvs', tags=['y=z']),
                 both('report'), both('report', vg='vgp'), both('jobs'),
                 both('job_status', job=job['result']['job'])]
 out['errors'] = [both('vgs', names=['nope']), both('lvs', names=['vgp/nope']),
@@ -545,13 +609,78 @@ out['errors'] = [both('vgs', names=['nope']), both('lvs', names=['vgp/nope']),
                  both('lvcreate', vg='vgp', name='a', size=2**20),
                  both('lvcreate', vg='vgp', name='--x', size=2**20),
                  both('lvresize', lv='vgp/a', size=2**20),
-                 both('vgs', colour='red'), both('job_status', job='1-999999')]
-out['status'] = [call(dbus, 'status'), call(sock, 'status')]
+                 both('vgs', colour='red'), both('job_status', job='1-999999'),
+                 both('job_cancel', job='1-999999'),
+                 both('pvremove', devices=[d0]), both('vgremove', vg='vgp'),
+                 both('vgreduce', vg='vgp', devices=[d3]),
+                 both('lvrename', lv='vgp/nope', new_name='z'),
+                 both('vgrename', vg='nope', new_name='vgz'),
+                 both('pvresize', device=d3), both('pvchange', device=d3, add_tags=['q'])]
+# what needs device-mapper: on a kernel without it, LVM's own typed failure from both;
+# with it, created on one transport and read back on the other
+if has_dm:
+    changed(dbus, 'lvcreate', dict(vg='vgp', name='pool', size=8 * 2**20, type='thin-pool'),
+            'lvs', dict(names=['vgp/pool']))
+    changed(sock, 'lvcreate', dict(vg='vgp', name='thin', virtual_size=8 * 2**20, type='thin',
+                                   pool='pool'), 'lvs', dict(names=['vgp/thin']))
+    changed(dbus, 'lvcreate', dict(vg='vgp', name='snap', size=4 * 2**20, type='snapshot',
+                                   origin='a'), 'lvs', dict(names=['vgp/snap']))
+    out['dm'] = []
+else:
+    out['dm'] = [both('lvcreate', vg='vgp', name='pool', size=8 * 2**20, type='thin-pool'),
+                 both('lvcreate', vg='vgp', name='snap', size=4 * 2**20, type='snapshot',
+                      origin='a'),
+                 both('lvcreate', vg='vgp', name='thin', virtual_size=8 * 2**20, type='thin',
+                      pool='nopool')]
+# pvmove (always a job): its outcome read on both transports; without device-mapper
+# (nothing moves) the same move again over the socket ends the same way
+move = on(dbus, 'pvmove', source=d0)
+out['pvmove'] = [move, finished(dbus, move['result']['job'])]
+out['pvmove'].append(on(sock, 'job_status', job=move['result']['job']))
+out['cancel'] = both('job_cancel', job=move['result']['job'])
+if not has_dm:
+    again = on(sock, 'pvmove', source=d0)
+    out['pvmove_again'] = [again, finished(sock, again['result']['job'])]
+out['status'] = [on(dbus, 'status'), on(sock, 'status')]
+out['used'] = sorted(used)
 """
-    out = py(ADMIN, code, dd, bus)
-    for a, b in out["pairs"]:
-        assert "result" in a and a == b, (a, b)
+
+
+def replaced(value: Any, same: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: replaced(v, same) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replaced(v, same) for v in value]
+    return same.get(value, value) if isinstance(value, str) else value
+
+
+def without_job_identity(status: dict[str, Any]) -> dict[str, Any]:
+    """A job_status answer without what differs between two runs of one job."""
+    result = dict(status["result"])
+    for key in ("id", "started", "finished"):
+        result.pop(key)
+    return result
+
+
+def test_parity_with_the_socket(dd: rig.Daemon, bus: Bus, lvm: rig.Sandbox) -> None:
+    """Every method of the table (but `subscribe`, which D-Bus has as the `Changed`
+    signal) over both transports: a change on one, read back on the other, gives
+    identical objects; removals of twin objects, one per transport, answer alike; reads
+    and errors are identical (typed results compare with nulls); what needs
+    device-mapper gives the same answer on both."""
+    d0, d1, d2, d3 = lvm.loops[:4]
+    has_dm = rig.has_device_mapper()
+    out = py(ADMIN, f"d0, d1, d2, d3 = {[d0, d1, d2, d3]!r}\nhas_dm = {has_dm!r}\n" + PARITY,
+             dd, bus)
+    assert set(out["used"]) == set(METHODS) - {"subscribe"}
+    for method, a, b in out["pairs"]:
+        assert "result" in a and a == b, (method, a, b)
     assert set(out["job"]["result"]) == {"job"}  # a list method's job answer
+    assert out["job_done"]["result"]["state"] == "succeeded", out["job_done"]
+    for method, a, b, same in out["twins"]:
+        assert "result" in a and a == replaced(b, same), (method, a, b)
+    assert [a["result"]["removed"] for _, a, _, _ in out["twins"]] == [
+        ["vgp/b"], ["vgr1"], [d2]]
     for a, b in out["reads"]:
         assert "result" in a and drop_nulls(a) == drop_nulls(b), (a, b)
     strict = out["reads"][2:10]  # pvs/vgs/lvs/report: typed models, nulls restored
@@ -560,8 +689,23 @@ out['status'] = [call(dbus, 'status'), call(sock, 'status')]
     for a, b in out["errors"]:
         assert "error" in a and a == b, (a, b)
     names = [a["error"] for a, _ in out["errors"]]
-    assert names == ["NotFound", "NotFound", "NotFound", "AlreadyExists", "InvalidRequest",
-                     "InvalidRequest", "InvalidRequest", "NotFound"]
+    assert names[:8] == ["NotFound", "NotFound", "NotFound", "AlreadyExists",
+                         "InvalidRequest", "InvalidRequest", "InvalidRequest", "NotFound"]
+    for a, b in out["dm"]:
+        assert a == b, (a, b)
+    if not has_dm:
+        assert [a.get("error") for a, _ in out["dm"]] == ["LvmFailed", "LvmFailed",
+                                                          "NotFound"], out["dm"]
+    move, done, read_back = out["pvmove"]
+    assert set(move["result"]) == {"job"}, move
+    assert done["result"]["state"] != "running" and done == read_back, (done, read_back)
+    a, b = out["cancel"]
+    assert drop_nulls(a) == drop_nulls(b), (a, b)  # a finished job: no cancel, same answer
+    if not has_dm:
+        again, done_again = out["pvmove_again"]
+        assert set(again["result"]) == {"job"}, again
+        assert without_job_identity(done) == without_job_identity(done_again), \
+            (done, done_again)
     dbus_status, sock_status = (s["result"] for s in out["status"])
     assert set(dbus_status) == set(sock_status)
     assert dbus_status["transports"] == sock_status["transports"] == ["socket", "dbus"]
@@ -717,6 +861,15 @@ def test_only_root_may_own_the_name(dd: rig.Daemon, bus: Bus) -> None:
     assert out.stdout.strip() == "org.freedesktop.DBus.Error.AccessDenied", out.stderr
 
 
+# What polkit/org.lvmsuper.policy must say (DESIGN.md, "Authorization and policy"):
+# implicit authorizations for any, inactive and active sessions.
+ACTION_DEFAULTS = {
+    "org.lvmsuper.query": ("auth_admin", "auth_admin", "yes"),
+    "org.lvmsuper.manage": ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep"),
+    "org.lvmsuper.destroy": ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep"),
+}
+
+
 def test_example_rules_and_actions_load_in_polkitd(polkit: Polkitd) -> None:
     log = polkit.log()
     assert "Error" not in log, log
@@ -724,12 +877,81 @@ def test_example_rules_and_actions_load_in_polkitd(polkit: Polkitd) -> None:
              for p in Path(d).glob("*.rules")]
     assert Path(EXAMPLE_RULES) in files and Path(TEST_RULES) in files
     assert f"Finished loading, compiling and executing {len(files)} rules" in log, log
-    out = subprocess.run(["pkaction", "--verbose", "--action-id", "org.lvmsuper.manage"],
-                         capture_output=True, text=True,
-                         env={"DBUS_SYSTEM_BUS_ADDRESS": polkit.bus.address,
-                              "PATH": "/usr/bin:/bin"})
-    assert "auth_admin_keep" in out.stdout and "Authentication is required" in out.stdout, \
-        out.stdout + out.stderr
+
+
+def test_pkaction_shows_the_documented_defaults(polkit: Polkitd) -> None:
+    """The actions as polkitd itself reads them back (`pkaction --verbose`)."""
+    for action, (any_, inactive, active) in ACTION_DEFAULTS.items():
+        out = subprocess.run(["pkaction", "--verbose", "--action-id", action],
+                             capture_output=True, text=True, timeout=30,
+                             env={"DBUS_SYSTEM_BUS_ADDRESS": polkit.bus.address,
+                                  "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+        assert out.returncode == 0, out.stderr
+        fields = {key.strip(): value.strip() for key, _, value in
+                  (line.partition(":") for line in out.stdout.splitlines()[1:])}
+        assert out.stdout.splitlines()[0] == f"{action}:", out.stdout
+        assert (fields["implicit any"], fields["implicit inactive"],
+                fields["implicit active"]) == (any_, inactive, active), out.stdout
+        assert fields["vendor"] == "lvmsuper", out.stdout
+        assert fields["description"] and fields["message"].startswith(
+            "Authentication is required"), out.stdout
+
+
+EXAMPLE_GROUP = "lvmsuper"  # the group polkit/50-lvmsuper.rules names
+EXAMPLE_USER = "lvmst-example"
+
+
+@pytest.fixture
+def example_member(users: object) -> Iterator[str]:
+    """A throwaway user whose only extra group is `lvmsuper` (made here, also as a
+    throwaway, unless the host has it); /etc/passwd, group, shadow and gshadow are
+    restored byte for byte afterwards."""
+    with rig.etc_restored(*rig.ETC_FILES):
+        try:
+            grp.getgrnam(EXAMPLE_GROUP)
+        except KeyError:
+            subprocess.run(["groupadd", "--system", EXAMPLE_GROUP], check=True)
+        try:
+            pwd.getpwnam(EXAMPLE_USER)  # left over from a killed run
+            subprocess.run(["usermod", "--append", "--groups", EXAMPLE_GROUP, EXAMPLE_USER],
+                           check=True)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh",
+                            "--groups", EXAMPLE_GROUP, EXAMPLE_USER], check=True)
+        yield EXAMPLE_USER
+
+
+def pkcheck_as(user: str, action: str, bus: Bus) -> subprocess.CompletedProcess[str]:
+    """polkitd's own answer for ``action`` with the calling process (``user``) as subject."""
+    return rig.run_as(user, ["sh", "-c", f'exec pkcheck --action-id {action} --process "$$"'],
+                      env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+
+
+def test_shipped_example_rules_grant_the_lvmsuper_group(dd: rig.Daemon, bus: Bus,
+                                                        polkit: Polkitd, lvm: rig.Sandbox,
+                                                        example_member: str) -> None:
+    """polkit/50-lvmsuper.rules, installed unchanged, is what lets a member of `lvmsuper`
+    in (the member is in none of the test rules' groups, and every action's default
+    refuses a caller without an active session); a non-member stays refused."""
+    test_groups = {rig.GROUP_ALL, rig.GROUP_QUERY, rig.GROUP_MANAGE}
+    member_gids = os.getgrouplist(example_member, pwd.getpwnam(example_member).pw_gid)
+    assert grp.getgrnam(EXAMPLE_GROUP).gr_gid in member_gids
+    assert not {grp.getgrnam(g).gr_gid for g in test_groups} & set(member_gids)
+    assert Path(EXAMPLE_RULES).read_bytes() == (rig.REPO / "polkit/50-lvmsuper.rules").read_bytes()
+    for action in ACTION_DEFAULTS:
+        member = pkcheck_as(example_member, action, bus)
+        assert member.returncode == 0, (action, member.stdout + member.stderr)
+        outsider = pkcheck_as(OUT, action, bus)
+        assert outsider.returncode != 0, (action, outsider.stdout + outsider.stderr)
+    d0 = lvm.loops[0]
+    # through lvmsuperd: one method of each role
+    granted = calls(example_member, dd, bus, [("vgs", {}), ("pvcreate", {"devices": [d0]}),
+                                              ("pvremove", {"devices": [d0]})])
+    assert [list(o) for o in granted] == [["result"]] * 3, granted
+    assert granted[2]["result"] == {"removed": [d0]}
+    refused = calls(OUT, dd, bus, [("vgs", {}), ("pvcreate", {"devices": [d0]})])
+    assert [o.get("error") for o in refused] == ["PermissionDenied"] * 2, refused
+    assert lvm.report("pv", "pv_name") == []
 
 
 # ---- [dbus] enabled -------------------------------------------------------------------
