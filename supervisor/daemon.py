@@ -146,6 +146,9 @@ async def serve(config: Config) -> int:
             os.unlink(config.socket)
         except OSError:
             pass
+    # Done: a second SIGTERM must not turn exit status 0 into death by signal once the
+    # loop (and its handlers) are gone. Blocked signals stay pending until exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     return 0
 
 

@@ -385,3 +385,18 @@ def test_refused_changes_are_audited_refused_reads_are_not(
     assert lvm.loops[2] in audit[2] and "result=PermissionDenied" in audit[2]
     assert lvm.report("lv", "lv_name") == []
     assert [pv["pv_name"] for pv in lvm.report("pv", "pv_name")] == [lvm.loops[0]]
+
+
+def test_repeated_sigterm_still_exits_0(sandbox: rig.Sandbox, users: object) -> None:
+    """An admin's second `kill` (or a burst of them) during shutdown: still exit 0,
+    never death by signal once the event loop is gone."""
+    for i in range(3):
+        d = rig.Daemon(sandbox, f"terms{i}").start()
+        assert d.proc is not None
+        sent = 0
+        while d.proc.poll() is None:
+            d.proc.send_signal(signal.SIGTERM)
+            sent += 1
+            time.sleep(0.002)
+        assert d.proc.returncode == 0, (sent, d.log())
+        assert sent > 1
