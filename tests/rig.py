@@ -384,8 +384,24 @@ def client_as(user: str, socket_path: str) -> Any:
     """A Client whose connection was made by a child process running as ``user``: the
     kernel records the peer credentials at connect time, so the daemon sees ``user``
     for every call on it (no Python start-up per call, which matters in the slow
-    device-mapper guest)."""
+    device-mapper guest).
+
+    The Client never reconnects: a new connection would be made by this (root)
+    process, so every later call would silently run as root. Once the connection is
+    gone (closed by the daemon, broken, or by ``close()``), every call raises
+    ConnectionFailed instead."""
     from lvmsuper.client import Client
+    from lvmsuper.client.errors import ConnectionFailed
+
+    class BoundClient(Client):
+        def connect(self) -> None:
+            if self._sock is not None and not self._closed_by_daemon():
+                return
+            self.close()
+            raise ConnectionFailed(
+                f"the connection made as {user} is gone; this test client does not "
+                "reconnect (it would connect as root)", socket=self.socket_path)
+
     kw = as_user(user)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -399,7 +415,9 @@ def client_as(user: str, socket_path: str) -> Any:
         except BaseException:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"cannot connect as {user}"
-    client = Client(socket_path)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sock.close()
+        raise AssertionError(f"cannot connect to {socket_path} as {user}")
+    client = BoundClient(socket_path)
     client._sock = sock
     return client

@@ -8,6 +8,11 @@ that lacks the tier cannot pass for one that had it.
 `lvm_sandbox` gives a test its own loop devices and an LVM_SYSTEM_DIR whose
 lvm.conf admits exactly those devices; `make_lvm_sandbox(count, size_mib)` builds
 other shapes. Everything a sandbox created is removed when the test ends.
+
+Results: the guest's /tmp is a throwaway overlay, so the logs of the lvmsuperd
+instances the tests start there (rig.Daemon, `*.log` in the session sandbox) are copied
+to `$LVMSUPER_DM_RESULTS/daemon-logs/` (a directory shared with the host; `make
+test-dm` sets it to build/dm-results) after every test and, complete, at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +28,10 @@ from pathlib import Path
 
 import pytest
 
+import rig
+
 GUEST_ENV = "LVMSUPER_DM_GUEST"
+RESULTS_ENV = "LVMSUPER_DM_RESULTS"
 MODULES = ("loop", "dm_mod", "dm_thin_pool", "dm_snapshot", "dm_mirror")
 
 
@@ -61,6 +70,56 @@ def device_mapper() -> None:
             "Run them with `make test-dm`.",
             pytrace=False,
         )
+
+
+# ---- daemon logs back to the host ----------------------------------------------------
+
+_SANDBOX_DIRS: list[Path] = []
+
+
+def save_daemon_logs() -> None:
+    """Copy the daemons' logs out of the throwaway overlay into the results dir."""
+    results = os.environ.get(RESULTS_ENV)
+    if not results:
+        return
+    target = Path(results) / "daemon-logs"
+    for directory in _SANDBOX_DIRS:
+        for log in sorted(directory.glob("*.log")):
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(log, target / log.name)
+            except OSError as exc:  # results are a help, not the test
+                print(f"cannot copy {log} to {target}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox: rig.Sandbox) -> Iterator[rig.Sandbox]:
+    """tests/conftest.py's session sandbox; torn down after every daemon on it has
+    stopped, so the logs copied then are complete."""
+    _SANDBOX_DIRS.append(sandbox.dir)
+    try:
+        yield sandbox
+    finally:
+        save_daemon_logs()
+        _SANDBOX_DIRS.remove(sandbox.dir)
+
+
+@pytest.fixture(scope="session")
+def daemon(sandbox: rig.Sandbox, users: dict[str, list[str]]) -> Iterator[rig.Daemon]:
+    """tests/conftest.py's daemon with a start-up limit for TCG: lvmsuperd's Python
+    start-up alone takes seconds there, and more on a loaded host (10 s was missed)."""
+    d = rig.Daemon(sandbox).start(timeout=120)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(autouse=True)
+def _daemon_logs_after_each_test() -> Iterator[None]:
+    """A snapshot after every test: a guest killed on a timeout still leaves logs."""
+    yield
+    save_daemon_logs()
 
 
 def run(argv: Sequence[str], env: dict[str, str] | None = None,
