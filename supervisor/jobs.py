@@ -37,7 +37,13 @@ class Job:
     done_at: float = field(default=0.0, repr=False)
     # set by jobs LVM can stop cleanly (pvmove --abort); None: runs to completion
     cancel: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
-    cancelled: bool = False
+    cancelled: bool = False  # job_cancel asked LVM to stop it
+
+    @property
+    def aborted(self) -> bool:
+        """Cancelled before LVM finished: a cancel that came too late (LVM had already
+        reported 100%, or its abort found nothing to stop) leaves the job succeeded."""
+        return self.cancelled and self.progress != 100
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "method": self.method, "state": self.state,
@@ -71,14 +77,12 @@ class JobManager:
             job.state = "cancelled"
             return
         exc = task.exception()
-        if exc is None and job.cancelled:
+        if job.aborted:  # LVM 2.03.16's pvmove exits 0 when aborted; others may fail
             job.state = "cancelled"
         elif exc is None:
             job.state, job.result = "succeeded", task.result()
             if job.progress is not None:
                 job.progress = 100
-        elif job.cancelled:
-            job.state = "cancelled"  # LVM reports the aborted move as a failure
         else:
             job.state = "failed"
             if isinstance(exc, LvmSuperError):

@@ -321,7 +321,11 @@ async def _lvrename(svc: Service, call: Call) -> Any:
 async def _lvchange(svc: Service, call: Call) -> Any:
     a, (vg, lv) = call.args, call.args["lv"]
     _need_some(a, "activate", "permission", "add_tags", "del_tags")
-    args = (["--activate", _yn(a["activate"])] if "activate" in a else [])
+    # Activating one LV by name is explicit: it also activates an LV carrying LVM's
+    # activation-skip flag (thin snapshots get it by default), as `lvchange -ay -K`
+    # does. vgchange keeps the flag's meaning (skipped when a whole VG is activated).
+    args = (["--activate", "y", "--ignoreactivationskip"] if a.get("activate") is True
+            else ["--activate", "n"] if "activate" in a else [])
     args += ["--permission", a["permission"]] if "permission" in a else []
     await svc.change(call, "lvchange", [*args, *_tag_changes(a), f"{vg}/{lv}"],
                      [Expect("lv", f"{vg}/{lv}")], [("lv", f"{vg}/{lv}")])

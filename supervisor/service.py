@@ -232,7 +232,8 @@ class Service:
             outcome = "Internal"
             raise
         finally:
-            audit(call.caller, call.method.name, shown, outcome,
+            audit(call.caller, call.method.name, shown,
+                  "cancelled" if job.aborted else outcome,
                   (time.monotonic() - started) * 1000)
 
     @asynccontextmanager

@@ -132,10 +132,12 @@ def test_thin_pool_volume_and_snapshot(admin: Any, lvm: rig.Sandbox) -> None:
     tsnap = admin.lvcreate("vgdm", "tsnap", type="snapshot", origin="thin")
     assert tsnap.pool == "pool" and tsnap.origin == "thin" and tsnap.segtype == "thin"
     # LVM creates thin snapshots with the activation-skip flag (lv_attr 'k'): inactive,
-    # and skipped by -ay unless -K (--ignoreactivationskip) is given, which the API
-    # does not offer; root activates it here to check what the daemon reports then.
+    # and skipped when the whole VG is activated; activating it by name activates it.
     assert tsnap.active is False and tsnap.attr[9] == "k"
-    lvm.lvm("lvchange", "--activate", "y", "--ignoreactivationskip", "vgdm/tsnap")
+    admin.vgchange("vgdm", activate=True)
+    assert admin.lvs(names=["vgdm/tsnap"])[0].active is False
+    tsnap = admin.lvchange("vgdm/tsnap", activate=True)
+    assert tsnap.active is True and os.path.exists("/dev/vgdm/tsnap")
     tsnap = admin.lvs(names=["vgdm/tsnap"])[0]
     assert tsnap.active is True and is_number(tsnap.data_percent) and tsnap.data_percent > 0
     write(thin.path, b"\0" * len(PATTERN))  # the origin changes after the snapshot
@@ -215,7 +217,7 @@ def test_pvmove_job_reports_progress_and_moves_data_intact(admin: Any,
 
 
 def test_pvmove_job_cancelled_under_way_leaves_the_lv_on_its_source(
-        admin: Any, lvm: rig.Sandbox) -> None:
+        admin: Any, lvm: rig.Sandbox, daemon: rig.Daemon) -> None:
     lv = admin.lvcreate("vgdm", "staying", size=MOVE_SIZE, devices=[lvm.loops[0]])
     chunks = fill(lv.path, MOVE_SIZE)
     with mirror_throttle(1):  # the copy crawls: the abort lands mid-move
@@ -233,6 +235,8 @@ def test_pvmove_job_cancelled_under_way_leaves_the_lv_on_its_source(
     assert not [name for name in hidden if "pvmove" in name], hidden
     assert not kernel_has_dm("vgdm-pvmove0")
     assert unchanged("/dev/vgdm/staying", chunks)
+    audit = [line for line in daemon.log().splitlines() if "audit: pvmove" in line]
+    assert "result=cancelled" in audit[-1], audit
 
 
 def lvm_errors(err: pytest.ExceptionInfo[LvmFailed]) -> list[str]:

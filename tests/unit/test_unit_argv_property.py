@@ -57,7 +57,7 @@ VALUE_OPTIONS = {"--config", "--reportformat", "--units", "-o", "--select", "--c
                  "--stripesize", "--physicalextentsize", "--setphysicalvolumesize",
                  "--allocatable", "--permission", "-i"}
 FLAG_OPTIONS = {"--nosuffix", "--binary", "--yes", "--force", "--snapshot", "--removemissing",
-                "--abort"}
+                "--abort", "--ignoreactivationskip"}
 READS = {"pvs", "vgs", "lvs", "fullreport", "version"}
 
 
