@@ -40,6 +40,9 @@ test: install typecheck
 test-unit: install
 	$(VENV)/bin/python -m pytest -q tests -m 'not system'
 
+# With Debian's lvm2-dbusd installed (`apt-get install lvm2-dbusd`; not installed here:
+# on a systemd host the package enables a daemon of its own), the benchmark also
+# measures lvmdbusd, started on its private bus; without it, a note says so.
 bench: install
 	$(VENV)/bin/python benchmarks/bench.py
 

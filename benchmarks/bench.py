@@ -18,6 +18,7 @@ touched under /etc byte for byte, also when it fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 import rig  # noqa: E402  (the tests' sandbox, users and daemon launcher)
+import lvmdbusd  # noqa: E402  (benchmarks/lvmdbusd.py: the lvmdbusd rows)
 
 from lvmsuper.supervisor import lvmcmd  # noqa: E402
 from lvmsuper.supervisor.report import lvs_from, parse_document  # noqa: E402
@@ -238,7 +240,8 @@ def interleave(paths: dict[str, Callable[[int], list[float]]], rounds: int,
 
 
 def reads_phase(box: rig.Sandbox, direct: Direct, worker: Worker, socks: dict[str, str],
-                sudo_ok: bool, bus_address: str | None) -> dict[str, Any]:
+                sudo_ok: bool, bus_address: str | None,
+                dbusd: list[lvmdbusd.Lvmdbusd]) -> dict[str, Any]:
     argv = lvmcmd.report_argv("pv")
     sudo_env = {"PATH": "/usr/bin:/bin", "LVM_SYSTEM_DIR": str(box.system_dir),
                 "LVM_SUPPRESS_FD_WARNINGS": "1", "LC_ALL": "C"}
@@ -259,17 +262,28 @@ def reads_phase(box: rig.Sandbox, direct: Direct, worker: Worker, socks: dict[st
     if bus_address:
         paths["lvmsuper exec over D-Bus: Client.pvs()"] = lambda n: worker(
             "dbus", bus=bus_address, method="pvs", n=n)
+    dbusd_rows: dict[str, lvmdbusd.Lvmdbusd] = {}
+    for d in dbusd:  # root, in this process (lvmdbusd's bus policy admits only root)
+        if d.mode == "fork/exec":  # its cache is the same in either mode
+            dbusd_rows[f"{d.label}: GetManagedObjects (from its cache)"] = d
+            paths[f"{d.label}: GetManagedObjects (from its cache)"] = functools.partial(
+                d.timed, once=d.managed_objects)
+        dbusd_rows[f"{d.label}: Manager.Refresh + GetManagedObjects (fresh)"] = d
+        paths[f"{d.label}: Manager.Refresh + GetManagedObjects (fresh)"] = functools.partial(
+            d.timed, once=d.refreshed_objects)
     # ping rides along: spread over the whole phase, no burst of load elsewhere decides it
     paths[PING] = lambda n: worker("raw", socket=socks["exec"], method="ping", n=n * 8)
     for name in paths:  # warm-up: caches, the shell runner's shells, connections
         paths[name](3)
-    return {name: stats(s) for name, s in interleave(paths, ROUNDS, PER_ROUND).items()}
+    return {name: stats(s) for name, s in interleave(paths, ROUNDS, PER_ROUND).items()
+            if not (name in dbusd_rows and dbusd_rows[name].note)}  # failed: a note
 
 
 PING = "ping (raw line, exec daemon's socket)"
 
 
-def changes_phase(direct: Direct, worker: Worker, socks: dict[str, str]) -> dict[str, Any]:
+def changes_phase(direct: Direct, worker: Worker, socks: dict[str, str],
+                  dbusd: list[lvmdbusd.Lvmdbusd]) -> dict[str, Any]:
     size = 4 * MiB
     counter = iter(range(10**6))
 
@@ -290,10 +304,14 @@ def changes_phase(direct: Direct, worker: Worker, socks: dict[str, str]) -> dict
         paths[f"lvmsuper {runner}: lvcreate (returns the LV) + lvremove"] = (
             lambda n, p=path, r=runner: worker("change", socket=p, vg=VG, size=size, n=n,
                                                prefix=f"{r[0]}{next(counter)}x"))
+    dbusd_rows = {f"{d.label}: Vg.LvCreateLinear + Lv.Remove": d for d in dbusd}
+    for name, d in dbusd_rows.items():
+        paths[name] = functools.partial(d.timed, once=functools.partial(d.create_remove, size))
     for name in paths:
         paths[name](1)
     rounds = max(3, ROUNDS // 2)
-    return {name: stats(s) for name, s in interleave(paths, rounds, 6).items()}
+    return {name: stats(s) for name, s in interleave(paths, rounds, 6).items()
+            if not (name in dbusd_rows and dbusd_rows[name].note)}  # failed: a note
 
 
 def load_phase(worker: Worker, socks: dict[str, str]) -> dict[str, Any]:
@@ -401,7 +419,7 @@ class DbusSetup:
             Path(POLKIT_RULES).write_text(POLKIT_RULE)
             for path in (POLKIT_ACTIONS, POLKIT_RULES):
                 os.chmod(path, 0o644)
-            self.bus = test_dbus.Bus()
+            self.bus = lvmdbusd.private_bus()  # test_dbus.Bus + lvmdbusd's bus policy
             self.polkitd = test_dbus.Polkitd(self.bus)
             self.polkitd.start()
         except Exception as exc:  # the row is optional; the rest of the run is not
@@ -433,12 +451,36 @@ class DbusSetup:
             self.bus = None
 
 
-def lvmdbusd_note() -> str | None:
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "lvm2-dbusd"],
-                          capture_output=True, text=True)
-    if "install ok installed" not in proc.stdout:
-        return "no lvmdbusd row: the Debian package lvm2-dbusd is not installed"
-    return "no lvmdbusd row: lvm2-dbusd is installed, but measuring it is not implemented"
+LVMDBUSD_ROWS = (
+    "lvmdbusd rows: Debian's lvmdbusd as root on the same private bus, LVM_SYSTEM_DIR "
+    "set to the sandbox (its PV objects checked to be exactly the sandbox's loops first), "
+    "called by root from the benchmark's process (dbus-next; its bus policy admits only "
+    "root). 'GetManagedObjects (from its cache)': ObjectManager.GetManagedObjects, every "
+    "PV, VG and LV object with all properties, answered from lvmdbusd's cache without "
+    "running LVM, so it can be stale (nothing here tells it about changes others make). "
+    "'Manager.Refresh + GetManagedObjects (fresh)': what it takes to get current state, "
+    "as pvs gives: Refresh runs LVM's fullreport and updates its objects. 'Vg.LvCreateLinear "
+    "+ Lv.Remove': a 4 MiB linear LV, each call blocking until done (tmo -1).")
+
+
+def lvmdbusd_start(box: rig.Sandbox, bus: DbusSetup, run: Run) -> list[str]:
+    """lvmdbusd in each of its modes on the private bus; the ones that answer (and see
+    exactly the sandbox) go into run.lvmdbusd; notes for the rest."""
+    note = lvmdbusd.missing()
+    if note:
+        return [note]
+    if bus.bus is None:
+        return [f"no lvmdbusd rows: no private bus ({bus.note})"]
+    notes = []
+    for mode in lvmdbusd.MODES:
+        d = lvmdbusd.Lvmdbusd(box, str(bus.bus.address), mode, VG)
+        d.start()
+        if d.note:
+            notes.append(d.note)
+        else:
+            run.lvmdbusd.append(d)
+            say(f"{d.label}: PID {d.pid}, sees exactly the sandbox's PVs and {VG}")
+    return notes + ([LVMDBUSD_ROWS] if run.lvmdbusd else [])
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -567,6 +609,9 @@ def render(res: dict[str, Any]) -> str:
     for runner, series in res["rss_kib"].items():
         lines.append(f"- {runner} runner: " + ", ".join(
             f"{k} {v / 1024:.1f}" for k, v in series.items()))
+    for mode, kib in res.get("lvmdbusd_rss_kib", {}).items():
+        lines.append(f"- lvmdbusd ({mode}), for comparison: {kib / 1024:.1f} MB after its "
+                     "reads and changes")
     if "shell_rss_kib" in res:
         lines.append(f"- the shell runner's LVM shells (separate processes): "
                      f"{res['shell_rss_kib'] / 1024:.1f} MB together")
@@ -596,6 +641,12 @@ class Run:
         self.daemons: dict[str, rig.Daemon] = {}
         self.worker: Worker | None = None
         self.bus = DbusSetup()
+        self.lvmdbusd: list[lvmdbusd.Lvmdbusd] = []
+
+    def stop_lvmdbusd(self) -> None:
+        for d in self.lvmdbusd:
+            d.stop()
+        self.lvmdbusd = []
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -603,6 +654,7 @@ class Run:
             self.worker = None
         for d in self.daemons.values():
             d.stop()
+        self.stop_lvmdbusd()
         self.bus.stop()  # before the polkit files go back
 
 
@@ -631,17 +683,23 @@ def measure(box: rig.Sandbox, res: dict[str, Any], run: Run) -> None:
     if sudo_problem:
         res["notes"].append(sudo_problem)
     bus.serving(worker)
-    for note in (bus.note, lvmdbusd_note()):
-        if note:
-            res["notes"].append(note)
-            say(f"note: {note}")
+    for note in ([bus.note] if bus.note else []) + lvmdbusd_start(box, bus, run):
+        res["notes"].append(note)
+        say(f"note: {note}")
 
     say("reads: pvs by every path (and ping), interleaved rounds ...")
     res["reads"] = reads_phase(box, direct, worker, socks, sudo_problem is None,
-                               bus.address)
+                               bus.address, run.lvmdbusd)
     res["ping"] = res["reads"].pop(PING)
     say("changes: lvcreate + lvremove ...")
-    res["changes"] = changes_phase(direct, worker, socks)
+    res["changes"] = changes_phase(direct, worker, socks, run.lvmdbusd)
+    for d in run.lvmdbusd:
+        if d.note:  # failed while measured: its rows are left out
+            res["notes"].append(d.note)
+            say(f"note: {d.note}")
+        elif d.proc is not None and d.proc.poll() is None:
+            res.setdefault("lvmdbusd_rss_kib", {})[d.mode] = rss_kib(d.pid)
+    run.stop_lvmdbusd()  # not part of the phases below
     for r, pid in pids.items():
         res["rss_kib"][r]["after reads and changes"] = rss_kib(pid)
     say("throughput: 1, 4, 16, 64 concurrent clients ...")
