@@ -37,7 +37,7 @@ class Config:
     lvm_system_dir: str | None = None
     lvm_timeout: float = 60.0
     lvm_extra_config: str | None = None
-    lvm_runner: str = "exec"
+    lvm_runner: str = "shell"
     # [jobs]
     jobs_keep: float = 3600.0
     # [access]: group names per role; root is always allowed

@@ -1,26 +1,25 @@
-"""The shell runner: LVM commands through a small pool of persistent ``lvm`` shells.
+"""The shell runner: LVM reads through a small pool of persistent ``lvm`` shells.
 
 Same contract as ``ExecRunner`` (it is one, for everything the shell does not carry),
-minus a fork/exec and LVM's start-up per command. Rules:
+minus a fork/exec and LVM's start-up per read. Rules:
 
-- Only what the shell carries safely goes to it: an allow-listed command built for a
-  JSON report with the daemon's pinned ``--config``, whose every argument LVM's line
-  splitter gives back unchanged (``shell_word``). Anything else (``version``, pvmove's
-  progress, the lvcreate variants without a JSON log) runs by exec.
+- Only reads go to a shell: an allow-listed report command built for a JSON report with
+  the daemon's pinned ``--config``, whose every argument LVM's line splitter gives back
+  unchanged (``shell_word``). Anything else runs by exec.
+- Changes never run in a shell. LVM 2.03.16 keeps state in a process from one command
+  to the next that can change what a later change does: in a shell that had activated
+  a thin LV, ``vgchange -ay`` of its VG refused to activate the thin pool's components
+  while the same command in a fresh process succeeded (seen in the device-mapper
+  tier). A change is rare next to the reads a manager polls with, and exec gives each
+  one a fresh LVM; so a shell only ever runs reads, which change nothing in it.
 - The shell runs with LVM's own ``lvmdbusd`` command profile (JSON reports, the command
-  log) and writes each command's report to a pipe (``LVM_REPORT_FD``). A command is
+  log) and writes each command's report to a pipe (``LVM_REPORT_FD``). A read is
   followed by ``lastlog`` (its whole log, for a failure) and an end marker: an unknown
   command named by a fresh nonce, whose log entry proves everything before it is
   complete. The shell's status entry gives the exit code.
 - A read has the caller's deadline. A shell that misbehaves (deadline, junk, EOF, exit)
-  is killed with its process group and replaced; the read is retried once by exec.
-- A change is never killed and never run twice. If its shell breaks after the line was
-  sent, the outcome is unknown and the caller gets ``LvmFailed`` saying so. A shell that
-  must go while a change may still run is retired by closing its stdin: LVM finishes
-  the command, reads EOF and exits.
-- LVM prompts read stdin. A change is sent alone, and a prompt (on stderr) is answered
-  ``n``: what exec's /dev/null amounts to. A read never prompts; if one did, the
-  deadline would catch it.
+  is killed with its process group and replaced, and the read runs again, once, by
+  exec. A read never prompts; if one did, the deadline would catch it.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lvmsuper.client.errors import LvmFailed, LvmOutputInvalid
+from lvmsuper.client.errors import LvmOutputInvalid
 
 from .report import parse_document
 from .runner import KILL_GRACE, MAX_OUTPUT, ExecRunner, RunResult
@@ -50,15 +49,12 @@ T = TypeVar("T")
 
 PROFILE = "lvmdbusd"  # shipped with lvm2 in <LVM_SYSTEM_DIR>/profile
 READS = frozenset({"pvs", "vgs", "lvs", "fullreport"})
-CHANGES = frozenset({"pvcreate", "pvremove", "pvresize", "pvchange", "vgcreate", "vgextend",
-                     "vgreduce", "vgremove", "vgrename", "vgchange", "lvcreate", "lvremove",
-                     "lvresize", "lvextend", "lvreduce", "lvrename", "lvchange"})
 MAX_WORDS = 60          # LVM's shell refuses a line of 64 words (MAX_ARGS) or more
 MAX_LINE = 16 * 1024    # far below the 64 KiB pipe buffer: a write never blocks
-MAX_CHANGE_DOC = 1024 * 1024  # a change's own report is its status entry
 MAX_STDERR = 256 * 1024
 START_TIMEOUT = 10.0
-RESPAWN_PAUSE = 30.0    # after a shell fails to start, exec only for this long
+RESPAWN_PAUSE = 30.0    # after a shell fails to start, exec only for this long,
+MAX_RESPAWN_PAUSE = 3600.0  # doubled after each failure in a row, up to this
 MAX_COMMANDS = 1000     # a shell is retired (and replaced) after this many commands
 IDLE_RETIRE = 60.0      # idle shells beyond the first are retired after this long
 
@@ -69,7 +65,6 @@ _SELECTION = re.compile(r'\bcommand_log_selection="([^"]*)"')
 _MARKER_HEAD = re.compile(rb'\{\s*"log"\s*:\s*\[\s*\{[^{}]*\Z')
 _LOG_KEY_TAIL = re.compile(rb'\s*:\s*\[')
 _LAST_ENTRY = re.compile(r'(\{[^{}]*\})\s*,?\s*\]\s*\}\s*\Z')
-_PROMPT = b"[y/n]:"
 
 
 def shell_word(arg: str) -> str | None:
@@ -144,36 +139,6 @@ def _status(doc: str, command: str) -> int | None:
     return None
 
 
-def _first_document(data: bytes) -> tuple[str, int] | None:
-    """The first whole JSON object in ``data`` and where it ends; None while it is
-    incomplete; ValueError when something else comes first."""
-    depth, start, in_string, escaped = 0, -1, False, False
-    for i, byte in enumerate(data):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in b"{[":
-            if depth == 0 and byte != 0x7B:
-                raise ValueError("not a JSON object")
-            start = i if depth == 0 else start
-            depth += 1
-        elif byte in b"}]":
-            depth -= 1
-            if depth == 0:
-                return data[start:i + 1].decode("utf-8", "replace"), i + 1
-            if depth < 0:
-                raise ValueError("unbalanced")
-        elif depth == 0 and byte not in b" \t\r\n":
-            raise ValueError("junk before the report")
-    return None
-
-
 def _split_log(data: bytes) -> tuple[str, str] | None:
     """(the command's report, lastlog's report): the last document is the log-only one
     that starts ``{ "log": [``. The key ``"log"`` cannot occur unescaped in a value, and
@@ -223,7 +188,7 @@ class _Shell:
         self.buf = bytearray()
         self.err = bytearray()
         self.eof = False
-        self.commands = self.prompts = self.answered = 0
+        self.commands = 0
         self.last_used = time.monotonic()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -242,8 +207,8 @@ class _Shell:
                 [binary], stdin=subprocess.PIPE, stdout=out_w, stderr=err_w,
                 pass_fds=(rep_w,), close_fds=True, start_new_session=True, cwd="/",
                 env={**env, "LVM_REPORT_FD": str(rep_w), "LVM_COMMAND_PROFILE": PROFILE},
-                # SIGPIPE stays ignored, as for exec: should the daemon die mid-change,
-                # LVM's writes fail with EPIPE instead of killing it half-way.
+                # SIGPIPE stays ignored, as for exec (an orphaned shell then sees EPIPE
+                # and EOF, and exits, instead of dying in the middle of a write).
                 restore_signals=False)
         except OSError:
             for fd in (rep_r, rep_w, out_r, out_w, err_r, err_w):
@@ -294,9 +259,6 @@ class _Shell:
             return
         if len(self.err) < MAX_STDERR:
             self.err += data[:MAX_STDERR - len(self.err)]
-        if self.err.rstrip().endswith(_PROMPT):  # printed, flushed, now reading stdin
-            self.prompts = self.err.count(_PROMPT)
-            self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -304,38 +266,22 @@ class _Shell:
 
     # ---- waiting ----------------------------------------------------------------
 
-    async def _until(self, ready: Callable[[], T | None], *, deadline: float | None,
-                     change: bool, watchdog: float | None = None) -> T:
+    async def _until(self, ready: Callable[[], T | None], deadline: float) -> T:
         """Waits until ``ready()`` gives a value; raises ``_Broken`` on EOF, overflow or
-        the deadline. A change's prompts are answered ``n``; past ``watchdog`` its stdin
-        is closed (it then ends as with exec's /dev/null)."""
+        the deadline."""
         while True:
             value = ready()
             if value is not None:
                 return value
             if len(self.buf) > self.max_output:
-                raise self.broken(f"report larger than {self.max_output} bytes", change)
+                raise self.broken(f"report larger than {self.max_output} bytes")
             if self.eof:
-                raise self.broken(f"the LVM shell exited (status {self.proc.poll()})", change)
-            if change and self.prompts > self.answered and self.stdin_fd is not None:
-                log.info("LVM shell %d: answering a prompt 'n' (as exec's /dev/null "
-                         "would): %s", self.pid, self.stderr().strip().splitlines()[-1])
-                self.answered = self.prompts
-                self._answer_no()
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise self.broken("no answer before the deadline", change)
-            if watchdog is not None and now >= watchdog and self.stdin_fd is not None:
-                log.warning("LVM shell %d: a change still runs after %.0f s; closing the "
-                            "shell's stdin so that it exits when done", self.pid,
-                            now - watchdog)
-                self.close_stdin()
-            until = deadline if deadline is not None else (
-                watchdog if self.stdin_fd is not None else None)
+                raise self.broken(f"the LVM shell exited (status {self.proc.poll()})")
+            if time.monotonic() >= deadline:
+                raise self.broken("no answer before the deadline")
             self._waiter = self._loop.create_future()
             try:
-                await asyncio.wait_for(self._waiter, None if until is None
-                                       else max(0.0, until - time.monotonic()))
+                await asyncio.wait_for(self._waiter, max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -344,14 +290,11 @@ class _Shell:
     def _begin(self) -> None:
         self.buf.clear()
         self.err.clear()
-        self.prompts = self.answered = 0
         self.commands += 1
 
-    async def marked(self, lines: str, deadline: float | None, *,
-                     change: bool = False) -> bytes:
+    async def marked(self, lines: str, deadline: float) -> bytes:
         """Sends ``lines`` and the end marker; returns the reports before the marker."""
-        if not change:
-            self._begin()
+        self._begin()
         nonce = f"lvmsuper-end-{secrets.token_hex(8)}".encode()
         self.write(lines + nonce.decode() + "\n")
         searched, cut = 0, -1
@@ -365,7 +308,7 @@ class _Shell:
                     return None
                 head = _MARKER_HEAD.search(self.buf, max(0, found - 4096), found)
                 if head is None:
-                    raise self.broken("junk on the report pipe", change)
+                    raise self.broken("junk on the report pipe")
                 cut = head.start()
             if not _whole(self.buf[cut:]):
                 return None
@@ -373,7 +316,7 @@ class _Shell:
             self.buf.clear()
             return before
 
-        return await self._until(ready, deadline=deadline, change=change)
+        return await self._until(ready, deadline)
 
     async def read(self, plan: _Plan, command: str, deadline: float) -> tuple[str, str]:
         """A read, its lastlog and the marker in one write: (report, log report)."""
@@ -381,46 +324,8 @@ class _Shell:
         parts = _split_log(data)
         if (parts is None or not parts[0].lstrip().startswith("{")
                 or _status(parts[0], command) is None):
-            raise self.broken("junk on the report pipe, or a report not the command's",
-                              False)
+            raise self.broken("junk on the report pipe, or a report not the command's")
         return parts
-
-    async def change(self, plan: _Plan, command: str, watchdog: float) -> tuple[str, str]:
-        """A change alone (a prompt may read stdin), then lastlog and the marker."""
-        self._begin()
-        self.write(plan.line + "\n")
-        first: tuple[str, int] | None = None
-
-        def ready() -> str | None:
-            nonlocal first
-            if len(self.buf) > MAX_CHANGE_DOC:
-                raise self.broken("a change's report is too large", True)
-            try:
-                first = _first_document(bytes(self.buf))
-            except ValueError as exc:
-                raise self.broken(f"junk on the report pipe ({exc})", True) from None
-            return None if first is None else first[0]
-
-        try:
-            doc = await self._until(ready, deadline=None, change=True, watchdog=watchdog)
-        except _Broken:
-            if first is None or _status(first[0], command) is None:
-                raise
-            return first[0], ""  # it ended (EOF) right after a whole report
-        assert first is not None
-        if _status(doc, command) is None:
-            raise self.broken("the report is not the command's", True)
-        if bytes(self.buf[first[1]:]).strip() or self.stdin_fd is None:
-            self.close_stdin()  # more than one report, or retired: not reused
-            return doc, ""
-        self.buf.clear()
-        try:
-            logs = await self.marked(f"{plan.lastlog}\n", time.monotonic() + START_TIMEOUT,
-                                     change=True)
-        except _Broken as exc:
-            log.warning("LVM shell %d: no log after %s: %s", self.pid, command, exc.reason)
-            return doc, ""
-        return doc, logs.decode("utf-8", "replace")
 
     # ---- writing, failing and ending ----------------------------------------------
 
@@ -439,19 +344,7 @@ class _Shell:
             self.kill()
             raise _Broken("the LVM shell's stdin is full", sent=False)
 
-    def _answer_no(self) -> None:
-        """``n`` to a prompt. Never raises and never kills (a change is running): if it
-        cannot be written, EOF is the same answer."""
-        try:
-            if self.stdin_fd is not None and os.write(self.stdin_fd, b"n\n") == 2:
-                return
-        except OSError:
-            pass
-        self.close_stdin()
-
-    def broken(self, reason: str, change: bool) -> _Broken:
-        if change:
-            self.close_stdin()  # never kill a change: let LVM finish, then exit
+    def broken(self, reason: str) -> _Broken:
         return _Broken(reason, sent=True, stderr=self.stderr())
 
     def stderr(self) -> str:
@@ -472,8 +365,8 @@ class _Shell:
             self.stdin_fd = None
 
     def kill(self) -> None:
-        """SIGKILL to the shell's process group: only for reads and idle shells. Only
-        while not reaped, so the group id cannot be another process's by now."""
+        """SIGKILL to the shell's process group (it only ever runs reads). Only while
+        not reaped, so the group id cannot be another process's by now."""
         self.close_stdin()
         if self.proc.poll() is None:
             try:
@@ -499,8 +392,8 @@ class _Shell:
                 pass
 
     async def reap(self) -> None:
-        """Waits for the shell to exit, then closes its pipes. A retired shell is waited
-        for as long as its last command runs."""
+        """Waits for the shell to exit (a retired one reads EOF and exits when its
+        command is done), then closes its pipes."""
         self.close_stdin()
         started, pause, warned = time.monotonic(), 0.002, 0.0
         while self.proc.poll() is None:
@@ -525,18 +418,17 @@ def _whole(data: bytearray) -> bool:
 
 
 class ShellRunner(ExecRunner):
-    """Runs LVM commands in a pool of up to ``size`` persistent shells; exec otherwise."""
+    """Runs LVM reads in a pool of up to ``size`` persistent shells; the rest by exec."""
 
     def __init__(self, binary: str, *, system_dir: str | None = None,
-                 max_output: int = MAX_OUTPUT, history: int = 64, size: int = 4,
-                 change_watchdog: float = 60.0) -> None:
+                 max_output: int = MAX_OUTPUT, history: int = 64, size: int = 4) -> None:
         super().__init__(binary, system_dir=system_dir, max_output=max_output,
                          history=history)
         self.size = size
-        self.change_watchdog = change_watchdog
         self._idle: list[_Shell] = []
         self._live = 0
         self._paused_until = 0.0
+        self._start_failures = 0  # in a row
         self._config_ok: dict[str, bool] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -547,32 +439,22 @@ class ShellRunner(ExecRunner):
 
     async def run(self, args: Sequence[str], *, timeout: float | None,
                   on_line: Callable[[str], None] | None = None) -> RunResult:
-        change = timeout is None
-        plan = None if on_line is not None else self._plan(args, change)
-        if plan is None:
+        # timeout None is a change: always by exec (see the module's rules)
+        if timeout is None or on_line is not None or (plan := self._plan(args)) is None:
             return await super().run(args, timeout=timeout, on_line=on_line)
         # The task takes a shell and always gives it back, whatever befalls the caller.
         task = asyncio.ensure_future(self._in_shell(plan, list(args), timeout))
         self._keep(task)
         try:
-            # A change is shielded: a cancelled caller cannot stop it (as with exec).
-            return await (asyncio.shield(task) if change else task)
-        except _NoShell:
-            return await super().run(args, timeout=timeout)
-        except _Broken as exc:
-            if change and exc.sent:
-                raise LvmFailed(
-                    f"the LVM shell running {args[0]} failed ({exc.reason}); the change "
-                    "may or may not have been made: check before retrying",
-                    argv=[self.binary, *args], rc=None, log=[],
-                    stderr=exc.stderr[-2000:]) from None
+            return await task
+        except (_NoShell, _Broken):
             return await super().run(args, timeout=timeout)  # once, by exec
 
-    def _plan(self, args: Sequence[str], change: bool) -> _Plan | None:
-        if not args or args[0] not in (CHANGES if change else READS):
+    def _plan(self, args: Sequence[str]) -> _Plan | None:
+        if not args or args[0] not in READS:
             return None
         if len(args) < 3 or args[1] != "--config" or "--reportformat" not in args:
-            return None  # only what was built for a JSON report (not snapshots, thin)
+            return None  # only what was built for a JSON report
         if args[0] == "fullreport" and not _names_vg_columns(args):
             return None  # the profile sets vgs_cols_full, which -o alone does not override
         config = shell_config(args[2])
@@ -586,9 +468,8 @@ class ShellRunner(ExecRunner):
             return None
         return _Plan(line, config, lastlog)
 
-    async def _in_shell(self, plan: _Plan, args: list[str],
-                        timeout: float | None) -> RunResult:
-        """One command in a shell from the pool, which this returns or discards."""
+    async def _in_shell(self, plan: _Plan, args: list[str], timeout: float) -> RunResult:
+        """One read in a shell from the pool, which this returns or discards."""
         started = time.monotonic()
         argv = (self.binary, *args)
         shell = await self._acquire()
@@ -601,13 +482,10 @@ class ShellRunner(ExecRunner):
             if not self._config_ok[plan.config]:
                 ok = True  # the shell is fine; this command is not for it
                 raise _Broken("the shell refuses this --config", sent=False)
-            if timeout is None:
-                doc, logs = await shell.change(plan, args[0], started + self.change_watchdog)
-            else:
-                doc, logs = await shell.read(plan, args[0], started + timeout)
+            doc, logs = await shell.read(plan, args[0], started + timeout)
             ok = True
             ret = _status(doc, args[0])
-            assert ret is not None  # read() and change() made sure
+            assert ret is not None  # read() made sure
             stderr = shell.stderr()
             # A failure's stdout is its whole log, as exec's JSON would carry it.
             out = doc if ret == 1 or not logs.strip() else _as_exec_log(logs, args[0])
@@ -618,15 +496,15 @@ class ShellRunner(ExecRunner):
         except _Broken as exc:
             if exc.sent:  # otherwise exec runs it, and records that
                 self._record(argv, None, started, f"LVM shell: {exc.reason}")
-                log.warning("LVM shell %d: %s (%s)%s", shell.pid, exc.reason, args[0],
-                            "" if timeout is None else "; the read runs again by exec")
+                log.warning("LVM shell %d: %s (%s); the read runs again by exec", shell.pid,
+                            exc.reason, args[0])
             raise
         except BaseException:
             ok = False
             self._record(argv, None, started, "cancelled")
             raise
         finally:
-            self._release(shell, ok=ok, change=timeout is None)
+            self._release(shell, ok=ok)
 
     async def _probe(self, shell: _Shell, config: str) -> None:
         """Whether the shell takes this --config (LVM refuses some settings there)."""
@@ -653,26 +531,35 @@ class ShellRunner(ExecRunner):
             return None
         self._live += 1
         try:
-            return await _Shell.start(self.binary, self.env, self.max_output)
+            shell = await _Shell.start(self.binary, self.env, self.max_output)
         except (OSError, _Broken) as exc:
             self._live -= 1
-            self._paused_until = time.monotonic() + RESPAWN_PAUSE
+            pause = min(RESPAWN_PAUSE * 2 ** self._start_failures, MAX_RESPAWN_PAUSE)
+            self._start_failures += 1
+            self._paused_until = time.monotonic() + pause
             reason = exc.reason if isinstance(exc, _Broken) else exc.strerror
-            log.warning("cannot start an LVM shell (%s); running LVM by exec for %g s "
-                        "(the shell needs LVM's %s profile in its profile directory)",
-                        reason, RESPAWN_PAUSE, PROFILE)
+            # Said once as a warning; a host that cannot run the shell at all (no
+            # profile) must not get the same line every half minute.
+            log.log(logging.WARNING if self._start_failures == 1 else logging.INFO,
+                    "cannot start an LVM shell (%s); running LVM by exec for %g s "
+                    "(the shell needs LVM's %s profile in its profile directory)",
+                    reason, pause, PROFILE)
             return None
         except BaseException:
             self._live -= 1
             raise
+        if self._start_failures:
+            log.info("LVM shells start again after %d failed start(s)",
+                     self._start_failures)
+            self._start_failures = 0
+        return shell
 
-    def _release(self, shell: _Shell, *, ok: bool, change: bool) -> None:
+    def _release(self, shell: _Shell, *, ok: bool) -> None:
         now = shell.last_used = time.monotonic()
         if ok and shell.usable():
             self._idle.append(shell)
         else:
-            # A change's shell is never killed: it may still be finishing the command.
-            self._discard(shell, kill=not change)
+            self._discard(shell, kill=True)  # a read: nothing is lost
         # Shells beyond the first give their memory back once a burst is over (the
         # idle list is in order of use: the stalest come first).
         while len(self._idle) > 1 and now - self._idle[0].last_used > IDLE_RETIRE:
@@ -691,7 +578,7 @@ class ShellRunner(ExecRunner):
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
-            task.exception()  # retrieved: a change's caller may be long gone
+            task.exception()  # retrieved: a cancelled read's caller is gone
 
     async def aclose(self, timeout: float = 2.0) -> None:
         """Retires every idle shell (stdin closed) and waits a while for all to exit."""

@@ -28,6 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 LVM = shutil.which("lvm", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/lvm"
+PROFILE = Path("/etc/lvm/profile/lvmdbusd.profile")
 
 # Test users and groups: in-group (all roles), query-only, manage (no destroy), none.
 GROUP_ALL, GROUP_QUERY, GROUP_MANAGE = "lvmsupert", "lvmsupertq", "lvmsupertm"
@@ -132,6 +133,11 @@ class Sandbox:
             self.system_dir = self.dir / "lvm"
             self.system_dir.mkdir()
             self._write_lvm_conf()
+            # LVM's lvmdbusd command profile, where a host keeps it (lvm2 ships it in
+            # /etc/lvm/profile): the daemon's shell runner needs it.
+            if PROFILE.exists():
+                (self.system_dir / "profile").mkdir()
+                shutil.copy(PROFILE, self.system_dir / "profile")
         except BaseException:
             self.destroy()
             raise
@@ -215,6 +221,12 @@ class Daemon:
         }
         for section, values in sections.items():
             config.setdefault(section, {}).update(values)
+        if "binary" in config["lvm"]:
+            # A fake lvm (fake_lvm) acts per command line, so it runs by exec; the shell
+            # runner's faults are injected in front of the real LVM shell instead
+            # (tests/test_shell_runner.py).
+            config["lvm"].setdefault("runner", "exec")
+        self.runner = config["lvm"].get("runner", "shell")  # the daemon's default
         self.config_path.write_text("".join(
             f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
             for section, values in config.items()))
@@ -247,10 +259,17 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.runner == "shell":  # tests meant for the shell must not pass by exec
+            for sign in SHELL_FELL_BACK:
+                assert sign not in self.log(), f"the shell runner fell back: {sign}"
         return self.proc.returncode
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# What the shell runner logs when it runs LVM by exec instead (supervisor/shell_runner.py).
+SHELL_FELL_BACK = ("cannot start an LVM shell", "the LVM shell refuses the daemon's --config")
 
 
 def _daemon_env() -> dict[str, str]:

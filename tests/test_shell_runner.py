@@ -1,9 +1,9 @@
-"""The shell runner ([lvm] runner = "shell"): real LVM through persistent ``lvm`` shells.
+"""The shell runner ([lvm] runner = "shell"): real LVM reads through persistent shells.
 
-Reads and changes must give what the exec runner gives; a shell that misbehaves is
-replaced, a read retried by exec, a change never run twice; what the shell's line
-splitter cannot carry runs by exec. A fake ``lvm`` is used only for the faults (a
-filter in front of the real LVM shell); every change happens in real LVM.
+Reads must give what the exec runner gives; changes never run in a shell (always by
+exec); a shell that misbehaves is replaced and the read retried by exec; what the
+shell's line splitter cannot carry runs by exec. A fake ``lvm`` is used only for the
+faults (a filter in front of the real LVM shell); every change happens in real LVM.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ import asyncio
 import os
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import rig
-from lvmsuper.client import Client, ConnectionFailed, LvmFailed, LvmSuperError
+from lvmsuper.client import Client, LvmFailed, LvmSuperError
 from lvmsuper.supervisor import lvmcmd
 from lvmsuper.supervisor.lvm import Lvm
 from lvmsuper.supervisor.runner import ExecRunner
@@ -98,18 +97,12 @@ def test_shell_config_drops_only_what_the_shell_refuses() -> None:
 # ---- real LVM --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def shell_box(sandbox: rig.Sandbox) -> Iterator[rig.Sandbox]:
-    """The sandbox with LVM's lvmdbusd profile in its profile directory, where the
+def shell_box(sandbox: rig.Sandbox) -> rig.Sandbox:
+    """The sandbox, which has LVM's lvmdbusd profile in its profile directory, where the
     shell finds it (on a host, lvm2 ships it in /etc/lvm/profile)."""
-    source = Path("/etc/lvm/profile") / f"{PROFILE}.profile"
-    rig.need_system(source.exists(), f"needs {source} (Debian's lvm2 ships it)")
-    profiles = sandbox.system_dir / "profile"
-    profiles.mkdir(exist_ok=True)
-    shutil.copy(source, profiles)
-    try:
-        yield sandbox
-    finally:
-        shutil.rmtree(profiles, ignore_errors=True)
+    rig.need_system(rig.PROFILE.exists(), f"needs {rig.PROFILE} (Debian's lvm2 ships it)")
+    assert (sandbox.system_dir / "profile" / f"{PROFILE}.profile").exists()
+    return sandbox
 
 
 @pytest.fixture
@@ -175,45 +168,13 @@ def test_reads_and_changes_match_the_exec_runner(box: rig.Sandbox) -> None:
     run(scenario)
 
 
-@pytest.mark.system
-def test_a_prompt_is_answered_no_as_exec_answers_it(box: rig.Sandbox) -> None:
-    """pvcreate over a DOS signature asks "Wipe it? [y/n]"; exec's stdin is /dev/null,
-    so LVM aborts. The shell must do the same, and stay usable."""
-    dev = box.loops[2]
-    with open(dev, "r+b") as fh:
-        fh.seek(510)
-        fh.write(b"\x55\xaa")
-    try:
-        async def scenario() -> list[Any]:
-            runner, shell, exec_ = lvm_pair(box)
-            out = []
-            try:
-                for lvm in (shell, exec_):
-                    with pytest.raises(LvmFailed) as err:
-                        await lvm.change("pvcreate", [dev])
-                    out.append((err.value.message, err.value.data["log"]))
-                pid = runner.pids
-                assert await shell.pvs() == []
-                assert runner.pids == pid  # the same shell answers on
-            finally:
-                await runner.aclose()
-            return out
-        in_shell, by_exec = run(scenario)
-        assert in_shell == by_exec and "Aborted wiping of dos" in in_shell[0]
-        assert box.report("pv", "pv_name") == []
-    finally:
-        with open(dev, "r+b") as fh:
-            fh.seek(510)
-            fh.write(b"\0\0")
-
-
 # ---- faults: a filter in front of the real LVM shell ------------------------------
 
 FAKE = '''#!/usr/bin/python3
 """A fake lvm. With arguments: logs "exec CMD" and becomes the real LVM. Without (the
 shell): the real LVM shell behind a filter that applies the faults listed, one per
 line as "COMMAND FAULT", in {faults}: each fires once."""
-import os, signal, subprocess, sys, threading, time
+import os, subprocess, sys, threading, time
 REAL, FAULTS, CALLS, PIDS = {real!r}, {faults!r}, {calls!r}, {pids!r}
 
 def note(text):
@@ -263,15 +224,6 @@ for line in sys.stdin.buffer:
         time.sleep(3600)
     elif fault == "exit":
         os._exit(3)
-    elif fault == "slow":  # the line reaches LVM late (the daemon may be gone by then)
-        note("slow " + word)
-        time.sleep(1.5)
-    elif fault == "die":  # LVM makes the change; its report never comes back
-        mute.set()
-        child.stdin.write(line)
-        child.stdin.flush()
-        time.sleep(2)
-        os.killpg(0, signal.SIGKILL)
     child.stdin.write(line)
     child.stdin.flush()
 child.stdin.close()
@@ -347,8 +299,7 @@ def test_a_hung_shell_is_killed_with_its_group_and_the_read_retried(
 
 
 @pytest.mark.system
-def test_a_cancelled_read_kills_its_shell_a_cancelled_change_completes(
-        box: rig.Sandbox) -> None:
+def test_a_cancelled_read_kills_its_shell(box: rig.Sandbox) -> None:
     setup_vg(box)
     fake = Fake(box, "cancel")
 
@@ -365,18 +316,8 @@ def test_a_cancelled_read_kills_its_shell_a_cancelled_change_completes(
                 await read
             for pid in (int(p) for p in fake.pids_path.read_text().split()):
                 assert await wait_gone(pid), f"process {pid} of a cancelled read survived"
-            fake.arm("lvcreate slow")
-            change = asyncio.ensure_future(
-                shell.change("lvcreate", lvcreate_args("vgs1", "kept")))
-            while "slow lvcreate" not in fake.calls():
-                await asyncio.sleep(0.02)
-            change.cancel()  # the caller goes away; LVM must not
-            for _ in range(100):
-                if any(lv["lv_name"] == "kept" for lv in box.report("lv", "lv_name")):
-                    break
-                await asyncio.sleep(0.05)
-            assert [lv.name for lv in await exec_.lvs(["vgs1/kept"])] == ["kept"]
             assert [vg.name for vg in await shell.vgs()] == ["vgs1"]  # the pool serves on
+            assert await exec_.vgs() == await shell.vgs()
         finally:
             await runner.aclose()
     run(scenario)
@@ -394,83 +335,35 @@ def test_a_shell_that_exits_is_replaced(box: rig.Sandbox) -> None:
             fake.arm("pvs exit")
             assert await shell.pvs() == await exec_.pvs()
             assert fake.calls().count("exec pvs") == 1
-            # a change on a fresh shell still runs in a shell, not by exec
-            await shell.change("lvcreate", lvcreate_args("vgs1", "after"))
-            assert not any(c.startswith("exec lvcreate") for c in fake.calls())
-            assert box.report("lv", "lv_name", "vgs1/after")
+            assert fake.calls().count("exec pvs") == 1  # the replacement shell serves
         finally:
             await runner.aclose()
     run(scenario)
 
 
 @pytest.mark.system
-def test_a_change_whose_shell_dies_is_never_run_twice(box: rig.Sandbox) -> None:
+def test_changes_never_run_in_a_shell(box: rig.Sandbox) -> None:
+    """Every change gets a fresh LVM by exec (LVM keeps state in a process between
+    commands that can change what a later change does); reads stay in the shell."""
     setup_vg(box)
-    fake = Fake(box, "die")
+    fake = Fake(box, "changes")
 
     async def scenario() -> None:
         runner, shell, exec_ = lvm_pair(box, str(fake.path))
         try:
-            await shell.pvs()
-            fake.arm("lvcreate die")
-            with pytest.raises(LvmFailed) as err:
-                await shell.change("lvcreate", lvcreate_args("vgs1", "once"))
-            assert "may or may not have been made" in err.value.message
-            assert err.value.data.get("rc") is None  # no exit code: unknown
-            assert not any(c.startswith("exec lvcreate") for c in fake.calls())
-            # LVM did make it (the report was what got lost), exactly once
-            assert [lv.name for lv in await exec_.lvs(["vgs1/once"])] == ["once"]
-            assert await shell.pvs() == await exec_.pvs()  # and a new shell serves on
+            await shell.lvs()
+            pids = runner.pids
+            await shell.change("lvcreate", lvcreate_args("vgs1", "fresh"))
+            await shell.change("lvchange", ["--addtag", "t", "vgs1/fresh"])
+            await shell.change("lvremove", ["--yes", "vgs1/fresh"])
+            assert [c for c in fake.calls() if c.startswith("exec ")] == [
+                "exec lvcreate", "exec lvchange", "exec lvremove"]
+            assert await shell.lvs() == await exec_.lvs()
+            assert runner.pids == pids  # the same shell, which ran reads only
+            assert fake.calls().count("exec lvs") == 0
         finally:
             await runner.aclose()
     run(scenario)
-
-
-@pytest.mark.system
-def test_daemon_killed_mid_change_the_shell_finishes_it(box: rig.Sandbox,
-                                                       users: object) -> None:
-    """SIGKILL of the daemon while its shell has a change: the shell leads its own
-    session, ignores SIGPIPE and reads EOF only after the line, so LVM completes the
-    change (whole LV, vgck passes) and exits; the client hears the outcome is unknown."""
-    setup_vg(box)
-    fake = Fake(box, "crash")
-    d = rig.Daemon(box, "crash", lvm={"binary": str(fake.path), "runner": "shell"}).start()
-    client = Client(d.socket)
-    assert client.vgs()[0].name == "vgs1"  # a shell is up
-    fake.arm("lvcreate slow")
-    outcome: dict[str, Any] = {}
-
-    def change() -> None:
-        try:
-            outcome["result"] = client.lvcreate("vgs1", "midair", size=8 * MiB)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=change)
-    thread.start()
-    try:
-        for _ in range(200):
-            if "slow lvcreate" in fake.calls():
-                break
-            time.sleep(0.01)
-        assert d.proc is not None
-        d.proc.send_signal(signal.SIGKILL)
-        assert d.proc.wait(timeout=10) == -signal.SIGKILL
-        thread.join(timeout=10)
-        assert "result" not in outcome, "a change cut off by a crash was reported as done"
-        assert isinstance(outcome.get("error"), ConnectionFailed), outcome
-        for _ in range(100):
-            if any(lv["lv_name"] == "midair" for lv in box.report("lv", "lv_name")):
-                break
-            time.sleep(0.1)
-        assert [lv["lv_size"] for lv in box.report("lv", "lv_name,lv_size", "vgs1/midair")] \
-            == [str(8 * MiB)]
-        box.lvm("vgck", "vgs1")
-        shell = int(next(c for c in fake.calls() if c.startswith("shell ")).split()[1])
-        assert alive_soon_gone(shell), "the orphaned shell did not exit"
-    finally:
-        client.close()
-        d.stop()
 
 
 @pytest.mark.system
@@ -505,17 +398,29 @@ def test_what_the_shell_cannot_carry_runs_by_exec(box: rig.Sandbox) -> None:
 
 
 @pytest.mark.system
-def test_without_the_profile_lvm_runs_by_exec(lvm: rig.Sandbox, tmp_path: Path) -> None:
+def test_without_the_profile_lvm_runs_by_exec(lvm: rig.Sandbox, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """No profile, no shell: LVM runs by exec, the admin is warned once, and the retries
+    back off (30 s, then 60 s, ...) instead of repeating the warning."""
     shutil.copy(lvm.system_dir / "lvm.conf", tmp_path)  # the same LVM, no profile dir
 
     async def scenario() -> None:
         runner = ShellRunner(rig.LVM, system_dir=str(tmp_path))
+        lvm_ = Lvm(runner, timeout=10, extra_config=None)
         try:
-            assert await Lvm(runner, timeout=10, extra_config=None).pvs() == []
+            assert await lvm_.pvs() == []
             assert runner.pids == []
+            first = runner._paused_until - time.monotonic()
+            assert 25 < first <= 30
+            runner._paused_until = 0.0  # as if the pause were over: a second try
+            assert await lvm_.pvs() == []
+            assert 55 < runner._paused_until - time.monotonic() <= 60
         finally:
             await runner.aclose()
-    run(scenario)
+    with caplog.at_level("INFO", logger="lvmsuperd.shell"):
+        run(scenario)
+    tries = [r for r in caplog.records if "cannot start an LVM shell" in r.getMessage()]
+    assert [r.levelname for r in tries] == ["WARNING", "INFO"], tries
 
 
 @pytest.mark.system

@@ -65,7 +65,7 @@ def test_defaults() -> None:
         ("lvmsuper",)
     assert config.policy_devices == () and config.protected_vgs == ()
     assert config.dbus_enabled == "auto" and config.dbus_bus == "system"
-    assert config.lvm_runner == "exec" and config.lvm_system_dir is None
+    assert config.lvm_runner == "shell" and config.lvm_system_dir is None
     assert config.connection_idle_timeout == 600.0
 
 
