@@ -219,6 +219,12 @@ for line in sys.stdin.buffer:
     fault = take(word)
     if fault == "junk":
         os.write(report, b"Last login: Fri Dec 28 21:41:33 EST 2018\\n")
+    elif fault == "huge":  # 50 MiB where a report belongs
+        for _ in range(800):
+            os.write(report, b"x" * 65536)
+    elif fault == "cut":  # half a report, then the shell is gone
+        os.write(report, b'{{\\n  "report": [\\n    {{\\n      "lv": [\\n')
+        os._exit(0)
     elif fault == "hang":
         open(PIDS, "w").write("%d %d" % (os.getpid(), child.pid))
         time.sleep(3600)
@@ -252,10 +258,13 @@ class Fake:
 
 
 @pytest.mark.system
-def test_junk_from_the_shell_replaces_it_and_the_read_is_retried_by_exec(
-        box: rig.Sandbox) -> None:
+@pytest.mark.parametrize("fault", ["junk", "huge", "cut"])
+def test_bad_output_from_the_shell_replaces_it_and_the_read_is_retried_by_exec(
+        box: rig.Sandbox, fault: str) -> None:
+    """The seed's junk line, 50 MiB of garbage, half a report: each read still gets
+    LVM's clean answer (by exec, once), and a new shell takes over."""
     setup_vg(box)
-    fake = Fake(box, "junk")
+    fake = Fake(box, fault)
 
     async def scenario() -> None:
         runner, shell, exec_ = lvm_pair(box, str(fake.path))
@@ -263,8 +272,8 @@ def test_junk_from_the_shell_replaces_it_and_the_read_is_retried_by_exec(
             expected = await exec_.lvs()
             assert await shell.lvs() == expected
             first = runner.pids
-            fake.arm("lvs junk")
-            assert await shell.lvs() == expected  # clean, although the shell sent junk
+            fake.arm(f"lvs {fault}")
+            assert await shell.lvs() == expected  # clean, although the shell failed
             assert fake.calls().count("exec lvs") == 1
             assert await shell.lvs() == expected
             assert runner.pids and runner.pids != first  # a new shell took over
