@@ -8,10 +8,18 @@ counts are ints in bytes, flags are bools, absent values None, lists lists.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 __all__ = ["PV", "VG", "LV", "Job", "Model", "to_wire"]
+
+
+@functools.cache
+def _names(cls: type[Model]) -> tuple[str, ...]:
+    """A model's field names, in order (looked up once per class: a report of 1,000
+    LVs converts 1,000 objects)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +28,16 @@ class Model:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Self:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise ValueError(f"{cls.__name__} lacks {', '.join(missing)}")
-        values = {n: (list(data[n]) if isinstance(data[n], list) else data[n]) for n in names}
-        return cls(**values)
+        names = _names(cls)
+        try:
+            values = [data[n] for n in names]
+        except KeyError:
+            missing = [n for n in names if n not in data]
+            raise ValueError(f"{cls.__name__} lacks {', '.join(missing)}") from None
+        return cls(*[list(v) if isinstance(v, list) else v for v in values])
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {n: getattr(self, n) for n in _names(type(self))}
 
 
 @dataclass(frozen=True, slots=True)
