@@ -16,7 +16,7 @@ __all__ = ["PV", "VG", "LV", "Job", "Model", "to_wire"]
 
 
 @functools.cache
-def _names(cls: type[Model]) -> tuple[str, ...]:
+def _names(cls: Any) -> tuple[str, ...]:  # Any: functools.cache wants Hashable
     """A model's field names, in order (looked up once per class: a report of 1,000
     LVs converts 1,000 objects)."""
     return tuple(f.name for f in dataclasses.fields(cls))
