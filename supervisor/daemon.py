@@ -20,6 +20,7 @@ from typing import Any
 
 from lvmsuper.client.errors import LvmSuperError
 
+from .audit import AUDIT_LOGGER
 from .config import Config, ConfigError, check_socket_group, load_config
 from .lvm import Lvm
 from .runner import ExecRunner
@@ -60,6 +61,8 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The audit trail is not chatter: --log-level warning or error must not drop it.
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
 
 
 class Notifier:

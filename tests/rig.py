@@ -206,8 +206,10 @@ def toml_value(value: Any) -> str:
 class Daemon:
     """lvmsuperd started as a subprocess on a sandbox, stopped by its PID."""
 
-    def __init__(self, sandbox: Sandbox, name: str = "d", **sections: dict[str, Any]) -> None:
+    def __init__(self, sandbox: Sandbox, name: str = "d", *, args: Sequence[str] = (),
+                 **sections: dict[str, Any]) -> None:
         self.sandbox = sandbox
+        self.args = list(args)  # more lvmsuperd options
         self.socket = str(sandbox.dir / f"{name}.sock")
         self.config_path = sandbox.dir / f"{name}.toml"
         config: dict[str, dict[str, Any]] = {
@@ -236,7 +238,7 @@ class Daemon:
     def start(self, timeout: float = 10) -> Daemon:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([str(VENV_BIN / "lvmsuperd"), "--config",
-                                      str(self.config_path)], stdout=log, stderr=log,
+                                      str(self.config_path), *self.args], stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL, env=_daemon_env())
         log.close()
         deadline = time.monotonic() + timeout

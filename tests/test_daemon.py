@@ -400,3 +400,22 @@ def test_repeated_sigterm_still_exits_0(sandbox: rig.Sandbox, users: object) -> 
             time.sleep(0.002)
         assert d.proc.returncode == 0, (sent, d.log())
         assert sent > 1
+
+
+def test_log_level_quiets_chatter_but_never_the_audit(sandbox: rig.Sandbox, users: object,
+                                                      lvm: rig.Sandbox) -> None:
+    lvm.lvm("pvcreate", lvm.loops[0])
+    lvm.lvm("vgcreate", "vglog", lvm.loops[0])
+    logs = {}
+    for level in ("debug", "warning"):
+        d = rig.Daemon(sandbox, f"level-{level}", args=["--log-level", level]).start()
+        try:
+            with Client(d.socket) as c:
+                c.lvcreate("vglog", level, size=MiB)
+        finally:
+            d.stop()
+        logs[level] = d.log()
+    assert "INFO: serving on" in logs["debug"] and "DEBUG:" in logs["debug"]
+    assert "serving on" not in logs["warning"] and "DEBUG:" not in logs["warning"]
+    for level, text in logs.items():
+        assert f'audit: lvcreate by uid=0' in text and f'"name": "{level}"' in text, text
