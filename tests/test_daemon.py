@@ -36,10 +36,9 @@ def two_vgs(lvm: rig.Sandbox) -> None:
     lvm.lvm("vgcreate", "vgb", lvm.loops[1])
 
 
-def test_one_vg_serialised_vgs_in_parallel_reads_never_wait(
-        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
-    two_vgs(lvm)
-    d = start(sandbox, "serial", rig.fake_lvm(sandbox, "serial", slow={"lvcreate": 1.0}))
+def changes_then_a_read(d: rig.Daemon, lvs: list[tuple[str, str]]) -> list[str]:
+    """Starts an lvcreate per (vg, name) at once, then (0.3 s later) a read; returns
+    the labels ("vg/name", "read") in the order their answers came."""
     done: list[str] = []
 
     async def scenario() -> None:
@@ -47,14 +46,21 @@ def test_one_vg_serialised_vgs_in_parallel_reads_never_wait(
             async def run(label: str, coro: Any) -> None:
                 await coro
                 done.append(label)
-            changes = [run(f"{vg}/{lv}", c.call("lvcreate", vg=vg, name=lv, size=MiB))
-                       for vg, lv in (("vga", "one"), ("vga", "two"), ("vgb", "three"))]
-            tasks = [asyncio.create_task(x) for x in changes]
+            changes = [asyncio.create_task(run(f"{vg}/{lv}", c.call(
+                "lvcreate", vg=vg, name=lv, size=MiB))) for vg, lv in lvs]
             await asyncio.sleep(0.3)
             await run("read", c.vgs())
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*changes)
+    asyncio.run(scenario())
+    return done
+
+
+def test_one_vg_serialised_vgs_in_parallel_reads_never_wait(
+        sandbox: rig.Sandbox, users: object, lvm: rig.Sandbox) -> None:
+    two_vgs(lvm)
+    d = start(sandbox, "serial", rig.fake_lvm(sandbox, "serial", slow={"lvcreate": 1.0}))
     try:
-        asyncio.run(scenario())
+        done = changes_then_a_read(d, [("vga", "one"), ("vga", "two"), ("vgb", "three")])
     finally:
         d.stop()
     assert done[0] == "read", done  # the read did not queue behind the slow changes
@@ -319,20 +325,8 @@ def test_changes_beyond_max_parallel_wait_for_a_slot_reads_do_not(
     two_vgs(lvm)
     d = start(sandbox, "slots", rig.fake_lvm(sandbox, "slots", slow={"lvcreate": 1.0}),
               limits={"max_parallel": 1})
-    done: list[str] = []
-
-    async def scenario() -> None:
-        async with AsyncClient(d.socket) as c:
-            async def run(label: str, coro: Any) -> None:
-                await coro
-                done.append(label)
-            changes = [asyncio.create_task(run(vg, c.call("lvcreate", vg=vg, name="x",
-                                                          size=MiB))) for vg in ("vga", "vgb")]
-            await asyncio.sleep(0.3)
-            await run("read", c.vgs())
-            await asyncio.gather(*changes)
     try:
-        asyncio.run(scenario())
+        done = changes_then_a_read(d, [("vga", "x"), ("vgb", "x")])
     finally:
         d.stop()
     assert done[0] == "read", done
