@@ -36,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 import rig  # noqa: E402  (the tests' sandbox, users and daemon launcher)
+from worker import timed  # noqa: E402  (the same clock as the unprivileged side's)
 import lvmdbusd  # noqa: E402  (benchmarks/lvmdbusd.py: the lvmdbusd rows)
 
 from lvmsuper.supervisor import lvmcmd  # noqa: E402
@@ -69,14 +70,6 @@ def stats(samples: list[float]) -> dict[str, float]:
     return {"n": len(data), "median_ms": statistics.median(data) * 1000,
             "p99_ms": p99 * 1000, "min_ms": data[0] * 1000}
 
-
-def timed(n: int, once: Callable[[], Any]) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        once()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 # ---- the machine -------------------------------------------------------------------
@@ -617,7 +610,7 @@ def render(res: dict[str, Any]) -> str:
                      f"{res['shell_rss_kib'] / 1024:.1f} MB together")
     ss = res["start_stop"]
     lines.append("")
-    lines.append(f"start -> READY=1: " + ", ".join(f"{x * 1000:.0f}" for x in ss["ready"])
+    lines.append("start -> READY=1: " + ", ".join(f"{x * 1000:.0f}" for x in ss["ready"])
                  + " ms; SIGTERM (idle) -> exit: "
                  + ", ".join(f"{x * 1000:.0f}" for x in ss["stop"]) + " ms")
     lines.append("")
@@ -659,7 +652,6 @@ class Run:
 
 
 def measure(box: rig.Sandbox, res: dict[str, Any], run: Run) -> None:
-    rig.create_users()
     Path(SUDOERS).write_text(
         f'Defaults:{USER} env_keep += "LVM_SYSTEM_DIR LVM_SUPPRESS_FD_WARNINGS"\n'
         f"{USER} ALL=(root) NOPASSWD: {rig.LVM}\n")
@@ -733,7 +725,7 @@ def main() -> int:
         f"{res['machine']['kernel']}, LVM {res['machine']['lvm']}")
     box = rig.Sandbox(count=3, size_mib=1024)
     try:
-        with rig.etc_restored(*ETC):
+        with rig.users_for_tests(), rig.etc_restored(*ETC):
             run = Run()
             try:
                 measure(box, res, run)

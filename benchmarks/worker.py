@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lvmsuper.client import Client
@@ -20,7 +21,7 @@ from lvmsuper.client import Client
 MiB = 2**20
 
 
-def timed(n: int, once: Any) -> list[float]:
+def timed(n: int, once: Callable[[], Any]) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()

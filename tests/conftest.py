@@ -3,7 +3,6 @@ session; every test that uses LVM starts from an empty sandbox."""
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 
 import pytest
@@ -24,13 +23,8 @@ def sandbox() -> Iterator[rig.Sandbox]:
 @pytest.fixture(scope="session")
 def users() -> Iterator[dict[str, list[str]]]:
     rig.system_ready()
-    # One test session at a time may own the test users: two sessions saving and
-    # restoring /etc/passwd around each other would leave users behind.
-    with open("/tmp/lvmsuper-tests-users.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with rig.etc_restored(*rig.ETC_FILES):
-            rig.create_users()
-            yield rig.USERS
+    with rig.users_for_tests():
+        yield rig.USERS
 
 
 @pytest.fixture(scope="session")

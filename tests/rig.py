@@ -9,6 +9,7 @@ restored byte for byte, also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import json
 import os
@@ -88,6 +89,21 @@ def create_users() -> None:
         if groups:
             argv[1:1] = ["--groups", ",".join(groups)]
         subprocess.run(argv, check=True)
+
+
+USERS_LOCK = "/tmp/lvmsuper-tests-users.lock"
+
+
+@contextlib.contextmanager
+def users_for_tests() -> Iterator[None]:
+    """The test users and groups for the duration, then /etc as it was. One holder at a
+    time, across processes (test sessions, the benchmark): two of them saving and
+    restoring /etc/passwd around each other would remove each other's users."""
+    with open(USERS_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with etc_restored(*ETC_FILES):
+            create_users()
+            yield
 
 
 def as_user(user: str) -> dict[str, Any]:
