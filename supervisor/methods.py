@@ -84,7 +84,7 @@ async def _pvs(svc: Service, call: Call) -> list[Any]:
                          lambda: svc.lvm.pvs(names, a.get("select")),
                          [Expect("pv", n) for n in names])
     if "vg" in a:
-        await svc.ensure_exists(Expect("vg", a["vg"]))
+        await svc.ensure([Expect("vg", a["vg"])])
         pvs = [pv for pv in pvs if pv.vg == a["vg"]]
     return pvs
 
@@ -138,8 +138,11 @@ def _yn(value: bool) -> str:
 
 async def _pvcreate(svc: Service, call: Call) -> list[Any]:
     devices = call.args["devices"]
-    await svc.change(call, "pvcreate", devices, [Expect("pv", d, False) for d in devices],
-                     [("pv", d) for d in devices])
+    absent = [Expect("pv", d, False) for d in devices]
+    # Checked first (under #orphans, which pvcreate holds): LVM 2.03.16's pvcreate
+    # re-initialises a PV outside any VG without a word, giving it a new UUID.
+    await svc.ensure(absent)
+    await svc.change(call, "pvcreate", devices, absent, [("pv", d) for d in devices])
     return await svc.lvm.pvs(devices)
 
 
@@ -336,14 +339,18 @@ _PROGRESS = re.compile(r"Moved:\s*([0-9]+(?:\.[0-9]+)?)%")
 
 
 async def _pvmove(svc: Service, call: Call) -> Any:
-    """Always a job; its progress follows LVM's ``-i 1`` lines."""
+    """Always a job; its progress follows LVM's ``-i 1`` lines. A move LVM leaves
+    unfinished (it can exit 0 saying "Interrupted") fails, after a rollback."""
     a, source = call.args, call.args["source"]
     job = call.job
     if job is not None:
         job.progress = 0
-        job.cancel = lambda: svc.lvm.change("pvmove", ["--abort", source])
+        job.cancel = lambda: _abort_move(svc, source)
+    said: list[str] = []
 
     def progress(line: str) -> None:
+        if line:
+            said[:] = [line]
         match = _PROGRESS.search(line)
         if match and job is not None:
             job.progress = min(100, int(float(match.group(1))))
@@ -359,7 +366,41 @@ async def _pvmove(svc: Service, call: Call) -> Any:
     call.changed += [{"type": "pv", "name": source}]
     if "destination" in a:
         call.changed += [{"type": "pv", "name": a["destination"]}]
-    return (await svc.lvm.pvs([source]))[0]
+    pv = (await svc.lvm.pvs([source]))[0]
+    if pv.vg and not (job is not None and job.aborted):
+        await _finished_move(svc, source, pv.vg, args, said[0] if said else "nothing")
+    return pv
+
+
+async def _abort_move(svc: Service, source: str) -> None:
+    """``pvmove --abort``: plain output, as LVM may follow its report with a line of
+    polling ("Interrupted: ...") that is no JSON."""
+    await svc.lvm.change("pvmove", ["--abort", source], json_log=False)
+
+
+async def _on_pvmove_mirror(svc: Service, vg: str) -> list[str]:
+    """LVs of ``vg`` still on LVM's temporary pvmove mirror (a move not done)."""
+    return [lv.full_name for lv in await svc.lvm.lvs([vg])
+            if any(d.startswith("pvmove") for d in lv.devices)]
+
+
+async def _finished_move(svc: Service, source: str, vg: str, args: list[str],
+                         said: str) -> None:
+    """Fails a move LVM left half-done, rolled back (``pvmove --abort``) if it can be:
+    the caller must never see "succeeded" while LVs still sit on the pvmove mirror."""
+    if not await _on_pvmove_mirror(svc, vg):
+        return
+    try:
+        await _abort_move(svc, source)
+    except LvmFailed:
+        pass  # reported below by what LVM then shows
+    still = await _on_pvmove_mirror(svc, vg)
+    raise LvmFailed(
+        f"pvmove stopped before the move was done (LVM said: {said}); " + (
+            f"pvmove --abort could not roll it back: {', '.join(still)} still on LVM's "
+            "temporary pvmove mirror" if still else
+            "rolled back with pvmove --abort: the LVs are where they were"),
+        argv=["lvm", "pvmove", *args], rc=0, log=[], stderr="")
 
 
 async def _job_cancel(svc: Service, call: Call) -> dict[str, Any]:

@@ -358,8 +358,9 @@ class Service:
                        retry_after=1)
         return _counting(stats)
 
-    async def ensure_exists(self, expect: Expect) -> None:
-        error = await self.classify(None, [expect])
+    async def ensure(self, expect: list[Expect]) -> None:
+        """NotFound / AlreadyExists now, from LVM's report, unless all is as expected."""
+        error = await self.classify(None, expect)
         if error is not None:
             raise error
 

@@ -110,6 +110,9 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
 
 
 
+REPORTED_VG = "<the VG LVM reported>"  # a positional taken from LVM's own report
+
+
 @dataclass(frozen=True)
 class Positionals:
     """Which caller values a command's positionals may be, index by index.
@@ -171,11 +174,15 @@ POSITIONALS: dict[tuple[str, str], Positionals] = {
     ("lvchange", "lvs"): Positionals(fixed=(("lv",),)),
     ("pvmove", "pvmove"): Positionals(fixed=(("source",), ("destination",)), required=1),
     ("pvmove", "pvs"): Positionals(fixed=(("source",),)),
+    # after the move: the source PV's VG as LVM reported it (no caller value)
+    ("pvmove", "lvs"): Positionals(fixed=((REPORTED_VG,),)),
 }
 
 
 def ref_values(ref: str, params: dict[str, Any]) -> set[str]:
     """The texts a schema reference stands for, given the caller's params."""
+    if ref == REPORTED_VG:
+        return {PV_ROW["vg_name"]}
     if "/" in ref:
         left, right = ref.split("/")
         return {f"{a}/{b}" for a in ref_values(left, params)
@@ -477,7 +484,7 @@ def test_no_caller_value_becomes_an_option_or_leaves_its_slot(
 
 
 VALID: dict[str, dict[str, Any]] = {
-    "pvcreate": {"devices": ["/dev/loop0", "/dev/loop1"]},
+    "pvcreate": {"devices": ["/dev/loop2", "/dev/loop3"]},  # not PVs in the report
     "pvremove": {"devices": ["/dev/loop0"]},
     "pvresize": {"device": "/dev/loop0", "size": 10**9},
     "pvchange": {"device": "/dev/loop0", "allocatable": False, "add_tags": ["a"],
