@@ -25,7 +25,7 @@ from .models import LV, PV, VG, Job, Model
 
 __all__ = ["DEFAULT_SOCKET", "default_socket_path", "READ_METHODS", "JobRef", "Report",
            "Methods", "BlockingMethods", "AsyncMethods", "Target", "rpc", "decode",
-           "lost", "retry_after_loss"]
+           "lost", "no_answer", "retry_after_loss"]
 
 DEFAULT_SOCKET = "/run/lvmsuper/lvmsuper.sock"
 
@@ -83,6 +83,15 @@ def lost(method: str, exc: BaseException, socket: str) -> ConnectionFailed:
                                 "may or may not have happened: check with a read or 'jobs'",
                                 socket=socket)
     return ConnectionFailed(f"connection to lvmsuperd lost: {exc}", socket=socket)
+
+
+def no_answer(method: str, timeout: float | None, socket: str) -> ConnectionFailed:
+    """A call that outlived the client's ``timeout``: not retried (that would double the
+    wait); for a change, its outcome is unknown."""
+    unknown = ("; the change may or may not have happened: check with a read or 'jobs'"
+               if method not in READ_METHODS else "")
+    return ConnectionFailed(f"no answer from lvmsuperd to {method} within {timeout:g} s"
+                            f"{unknown}", socket=socket)
 
 
 def default_socket_path() -> str:

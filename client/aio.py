@@ -13,7 +13,7 @@ import contextlib
 import itertools
 from typing import Any
 
-from ._core import AsyncMethods, Target, decode, lost, retry_after_loss
+from ._core import AsyncMethods, Target, decode, lost, no_answer, retry_after_loss
 from .dbus import AsyncDbusTransport
 from .errors import ConnectionFailed
 from .protocol import LineCodec, make_request, parse_response
@@ -24,7 +24,8 @@ __all__ = ["AsyncClient"]
 class AsyncClient(Target, AsyncMethods):
     """``async with AsyncClient() as lvm: await lvm.vgs()``: every daemon method by name
     (``_core.Methods``), any method by ``await call(name, **params)``. ``timeout``
-    bounds each call (then ``ConnectionFailed``, as a broken connection)."""
+    bounds each call: past it, that call alone raises ``ConnectionFailed`` (not retried;
+    the connection and the other calls on it go on)."""
 
     def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
                  transport: str = "socket", bus_address: str | None = None) -> None:
@@ -134,6 +135,9 @@ class AsyncClient(Target, AsyncMethods):
         try:
             writer.write(LineCodec.encode(make_request(rid, method, params)))
             await writer.drain()
-            return await asyncio.wait_for(future, self.timeout)
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:  # an OSError too: caught here, not as a lost connection
+                raise no_answer(method, self.timeout, self.socket_path) from None
         finally:
-            waiting.pop(rid, None)
+            waiting.pop(rid, None)  # a late answer is dropped

@@ -246,6 +246,7 @@ class AsyncDbusTransport:
         self.notify = notify  # receives each Changed signal as a "changed" notification
         self._bus: Any = None
         self._subscribed = False
+        self._connecting = asyncio.Lock()  # concurrent first calls share one bus
 
     @property
     def where(self) -> str:
@@ -256,8 +257,11 @@ class AsyncDbusTransport:
         return self._bus is not None and bool(self._bus.connected)
 
     async def connect(self) -> None:
-        if self.connected:
-            return
+        async with self._connecting:
+            if not self.connected:
+                await self._connect()
+
+    async def _connect(self) -> None:
         await self.close()
         dbus_next = _dbus_next()
         try:

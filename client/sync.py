@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from ._core import (BlockingMethods, JobRef, Target, decode, default_socket_path, lost,
-                    retry_after_loss)
+                    no_answer, retry_after_loss)
 from .dbus import DbusTransport
 from .errors import ConnectionFailed
 from .protocol import LineCodec, make_request, parse_response
@@ -94,6 +94,9 @@ class Client(Target, BlockingMethods):
             self.connect()
             try:
                 return self._roundtrip(method, params)
+            except TimeoutError:  # an OSError too, but no lost connection: no retry
+                self.close()  # its late answer must not be read as the next one's
+                raise no_answer(method, self.timeout, self.socket_path) from None
             except (OSError, EOFError) as exc:
                 self.close()
                 if not retry_after_loss(method, attempt):

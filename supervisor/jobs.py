@@ -111,9 +111,3 @@ class JobManager:
     @property
     def running(self) -> int:
         return sum(1 for j in self._jobs.values() if j.state == "running")
-
-    async def drain(self) -> None:
-        """Waits for every running job (shutdown never kills a change)."""
-        tasks = [j.task for j in self._jobs.values() if not j.task.done()]
-        if tasks:
-            await asyncio.wait(tasks)

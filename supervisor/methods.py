@@ -8,6 +8,7 @@ locks held; what it returns is reported by LVM after the change.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .auth import Role
 from .lvmcmd import size_arg
 
 if TYPE_CHECKING:
+    from .jobs import Job
     from .service import Call, Service
 
 __all__ = ["Param", "Method", "METHODS", "Expect", "ORPHANS"]
@@ -367,8 +369,8 @@ async def _pvmove(svc: Service, call: Call) -> Any:
     if "destination" in a:
         call.changed += [{"type": "pv", "name": a["destination"]}]
     pv = (await svc.lvm.pvs([source]))[0]
-    if pv.vg and not (job is not None and job.aborted):
-        await _finished_move(svc, source, pv.vg, args, said[0] if said else "nothing")
+    if pv.vg:
+        await _finished_move(svc, job, source, pv.vg, args, said[0] if said else "nothing")
     return pv
 
 
@@ -384,12 +386,15 @@ async def _on_pvmove_mirror(svc: Service, vg: str) -> list[str]:
             if any(d.startswith("pvmove") for d in lv.devices)]
 
 
-async def _finished_move(svc: Service, source: str, vg: str, args: list[str],
-                         said: str) -> None:
+async def _finished_move(svc: Service, job: Job | None, source: str, vg: str,
+                         args: list[str], said: str) -> None:
     """Fails a move LVM left half-done, rolled back (``pvmove --abort``) if it can be:
-    the caller must never see "succeeded" while LVs still sit on the pvmove mirror."""
+    the caller must never see "succeeded" (or "cancelled") while LVs still sit on the
+    pvmove mirror."""
     if not await _on_pvmove_mirror(svc, vg):
         return
+    if job is not None:
+        job.cancelled = False  # whatever was asked, this is a failure
     try:
         await _abort_move(svc, source)
     except LvmFailed:
@@ -409,12 +414,11 @@ async def _job_cancel(svc: Service, call: Call) -> dict[str, Any]:
         if job.cancel is None:
             raise InvalidRequest(f"job {job.id} ({job.method}) cannot be stopped cleanly; "
                                  "it runs to completion", field="job")
-        job.cancelled = True  # before the abort: pvmove may end the moment it is asked
-        try:
-            await job.cancel()
-        except BaseException:
-            job.cancelled = False
-            raise
+        # Marked first: pvmove may end the moment it is asked. What the job then says
+        # comes from what LVM did (Job.aborted: it had not reported 100%; _finished_move:
+        # no LV left on the pvmove mirror), not from this mark alone.
+        job.cancelled = True
+        await asyncio.shield(job.cancel())  # a caller gone mid-abort does not stop it
     return job.to_wire()
 
 

@@ -17,9 +17,11 @@ minus a fork/exec and LVM's start-up per read. Rules:
   followed by ``lastlog`` (its whole log, for a failure) and an end marker: an unknown
   command named by a fresh nonce, whose log entry proves everything before it is
   complete. The shell's status entry gives the exit code.
-- A read has the caller's deadline. A shell that misbehaves (deadline, junk, EOF, exit)
-  is killed with its process group and replaced, and the read runs again, once, by
-  exec. A read never prompts; if one did, the deadline would catch it.
+- A read in a shell has the caller's deadline (a shell's start within it). A shell
+  that misbehaves (deadline, junk, EOF, exit) is killed with its process group and
+  replaced, and the read runs again, once, by exec, with a deadline of its own: a read
+  whose shell hung can take up to twice ``[lvm] timeout`` before ``Timeout``. A read
+  never prompts; if one did, the deadline would catch it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any, TypeVar
 from lvmsuper.client.errors import LvmOutputInvalid
 
 from .report import parse_document
-from .runner import KILL_GRACE, MAX_OUTPUT, ExecRunner, RunResult
+from .runner import MAX_OUTPUT, ExecRunner, RunResult
 
 __all__ = ["ShellRunner", "shell_word", "shell_line", "shell_config", "PROFILE"]
 
@@ -117,11 +119,11 @@ class _NoShell(Exception):
 
 
 class _Broken(Exception):
-    """The shell misbehaved; ``sent`` says whether LVM may have read the command."""
+    """The shell misbehaved: it goes, and the read runs again by exec."""
 
-    def __init__(self, reason: str, *, sent: bool, stderr: str = "") -> None:
+    def __init__(self, reason: str, stderr: str = "") -> None:
         super().__init__(reason)
-        self.reason, self.sent, self.stderr = reason, sent, stderr
+        self.reason, self.stderr = reason, stderr
 
 
 def _status(doc: str, command: str) -> int | None:
@@ -198,7 +200,10 @@ class _Shell:
             self._loop.add_reader(fd, callback)
 
     @classmethod
-    async def start(cls, binary: str, env: dict[str, str], max_output: int) -> _Shell:
+    async def start(cls, binary: str, env: dict[str, str], max_output: int,
+                    deadline: float, reap: Callable[[asyncio.Future[Any]], None]) -> _Shell:
+        """A new shell, proven to answer by ``deadline``; one that fails is killed and
+        its reaping handed to ``reap``."""
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -218,10 +223,12 @@ class _Shell:
             os.close(fd)
         shell = cls(proc, (rep_r, out_r, err_r), max_output)
         try:  # proves the profile works: JSON on the report pipe, shell log entries
-            if (await shell.marked("", time.monotonic() + START_TIMEOUT)).strip():
-                raise _Broken("a report before the first command", sent=False)
+            if (await shell.marked("", min(deadline, time.monotonic() + START_TIMEOUT))
+                    ).strip():
+                raise _Broken("a report before the first command")
         except BaseException:  # also a cancelled caller: no shell is left behind
-            shell.abandon()
+            shell.kill()
+            reap(asyncio.ensure_future(shell.reap()))  # never waited for in the loop
             raise
         return shell
 
@@ -331,21 +338,18 @@ class _Shell:
 
     def write(self, text: str) -> None:
         if self.stdin_fd is None or self.proc.poll() is not None:
-            raise _Broken("the LVM shell is not running", sent=False)
+            raise _Broken("the LVM shell is not running")
         data = text.encode()
         try:
             written = os.write(self.stdin_fd, data)
         except OSError as exc:
-            raise _Broken(f"cannot write to the LVM shell: {exc.strerror}",
-                          sent=False) from None
-        if written != len(data):
-            # Only part of the line is in the pipe: LVM cannot have run it (no newline),
-            # and SIGKILL makes sure it never will.
+            raise _Broken(f"cannot write to the LVM shell: {exc.strerror}") from None
+        if written != len(data):  # a line never fills the pipe of an idle shell
             self.kill()
-            raise _Broken("the LVM shell's stdin is full", sent=False)
+            raise _Broken("the LVM shell's stdin is full")
 
     def broken(self, reason: str) -> _Broken:
-        return _Broken(reason, sent=True, stderr=self.stderr())
+        return _Broken(reason, stderr=self.stderr())
 
     def stderr(self) -> str:
         return self.err.decode("utf-8", "replace")
@@ -374,15 +378,6 @@ class _Shell:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def abandon(self) -> None:
-        """Kills a shell that never served (start-up failed) and frees its pipes now."""
-        self.kill()
-        self._close_pipes()
-        try:
-            self.proc.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
-            log.error("LVM shell %d did not exit after SIGKILL", self.pid)
-
     def _close_pipes(self) -> None:
         for fd in (self.report_fd, self.out_fd, self.err_fd):
             self._loop.remove_reader(fd)
@@ -392,8 +387,8 @@ class _Shell:
                 pass
 
     async def reap(self) -> None:
-        """Waits for the shell to exit (a retired one reads EOF and exits when its
-        command is done), then closes its pipes."""
+        """Waits for the shell to exit (killed, or idle and given EOF), then closes its
+        pipes."""
         self.close_stdin()
         started, pause, warned = time.monotonic(), 0.002, 0.0
         while self.proc.poll() is None:
@@ -442,11 +437,8 @@ class ShellRunner(ExecRunner):
         # timeout None is a change: always by exec (see the module's rules)
         if timeout is None or on_line is not None or (plan := self._plan(args)) is None:
             return await super().run(args, timeout=timeout, on_line=on_line)
-        # The task takes a shell and always gives it back, whatever befalls the caller.
-        task = asyncio.ensure_future(self._in_shell(plan, list(args), timeout))
-        self._keep(task)
         try:
-            return await task
+            return await self._in_shell(plan, list(args), timeout)
         except (_NoShell, _Broken):
             return await super().run(args, timeout=timeout)  # once, by exec
 
@@ -471,18 +463,19 @@ class ShellRunner(ExecRunner):
     async def _in_shell(self, plan: _Plan, args: list[str], timeout: float) -> RunResult:
         """One read in a shell from the pool, which this returns or discards."""
         started = time.monotonic()
+        deadline = started + timeout
         argv = (self.binary, *args)
-        shell = await self._acquire()
+        shell = await self._acquire(deadline)
         if shell is None:
             raise _NoShell()
         ok = False
         try:
             if plan.config not in self._config_ok:
-                await self._probe(shell, plan.config)
+                await self._probe(shell, plan.config, deadline)
             if not self._config_ok[plan.config]:
                 ok = True  # the shell is fine; this command is not for it
-                raise _Broken("the shell refuses this --config", sent=False)
-            doc, logs = await shell.read(plan, args[0], started + timeout)
+                raise _NoShell()
+            doc, logs = await shell.read(plan, args[0], deadline)
             ok = True
             ret = _status(doc, args[0])
             assert ret is not None  # read() made sure
@@ -494,24 +487,23 @@ class ShellRunner(ExecRunner):
             self._record(argv, result.rc, started, stderr)
             return result
         except _Broken as exc:
-            if exc.sent:  # otherwise exec runs it, and records that
-                self._record(argv, None, started, f"LVM shell: {exc.reason}")
-                log.warning("LVM shell %d: %s (%s); the read runs again by exec", shell.pid,
-                            exc.reason, args[0])
+            self._record(argv, None, started, f"LVM shell: {exc.reason}")
+            log.warning("LVM shell %d: %s (%s); the read runs again by exec", shell.pid,
+                        exc.reason, args[0])
             raise
-        except BaseException:
-            ok = False
+        except asyncio.CancelledError:
             self._record(argv, None, started, "cancelled")
             raise
         finally:
-            self._release(shell, ok=ok)
+            self._release(shell, ok=ok)  # not ok: killed (it only ever runs reads)
 
-    async def _probe(self, shell: _Shell, config: str) -> None:
+    async def _probe(self, shell: _Shell, config: str, deadline: float) -> None:
         """Whether the shell takes this --config (LVM refuses some settings there)."""
         line = shell_line(["version", "--config", config])
         accepted = False
         if line is not None:
-            doc = await shell.marked(line + "\n", time.monotonic() + START_TIMEOUT)
+            doc = await shell.marked(line + "\n",
+                                     min(deadline, time.monotonic() + START_TIMEOUT))
             accepted = _status(doc.decode("utf-8", "replace"), "version") == 1
         self._config_ok[config] = accepted
         if not accepted:
@@ -520,7 +512,7 @@ class ShellRunner(ExecRunner):
 
     # ---- the pool -----------------------------------------------------------------
 
-    async def _acquire(self) -> _Shell | None:
+    async def _acquire(self, deadline: float) -> _Shell | None:
         """An idle shell, a new one while the pool has room, else None (exec)."""
         while self._idle:
             shell = self._idle.pop()
@@ -531,7 +523,8 @@ class ShellRunner(ExecRunner):
             return None
         self._live += 1
         try:
-            shell = await _Shell.start(self.binary, self.env, self.max_output)
+            shell = await _Shell.start(self.binary, self.env, self.max_output, deadline,
+                                       self._keep)
         except (OSError, _Broken) as exc:
             self._live -= 1
             pause = min(RESPAWN_PAUSE * 2 ** self._start_failures, MAX_RESPAWN_PAUSE)
@@ -578,7 +571,7 @@ class ShellRunner(ExecRunner):
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
-            task.exception()  # retrieved: a cancelled read's caller is gone
+            task.exception()  # retrieved: nobody awaits a reaping
 
     async def aclose(self, timeout: float = 2.0) -> None:
         """Retires every idle shell (stdin closed) and waits a while for all to exit."""

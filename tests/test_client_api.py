@@ -366,28 +366,47 @@ def test_async_client_retries_a_read_once_and_a_change_never(tmp_path: Path) -> 
     asyncio.run(main())
 
 
-def test_async_client_timeout_is_a_lost_connection(tmp_path: Path) -> None:
-    """A peer that never answers: after ``timeout`` a read is retried once, a change
-    not; both end in ConnectionFailed."""
-    path = str(tmp_path / "silent.sock")
+def test_a_timeout_fails_that_call_alone_and_is_never_retried(tmp_path: Path) -> None:
+    """A peer that answers everything but ``vgs`` and ``vgremove``: past ``timeout`` each
+    of those fails alone (ConnectionFailed, sent once: a retry would double the wait; the
+    change's outcome is unknown); a call in flight beside it on the same connection, and
+    later calls, are answered (asyncio: same connection; blocking: a new one, since its
+    old one may still carry the late answer)."""
+    path = str(tmp_path / "slow.sock")
     received: list[str] = []
+    connections: list[int] = []
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
         while line := await reader.readline():
-            received.append(json.loads(line)["method"])
+            request = json.loads(line)
+            received.append(request["method"])
+            if request["method"] not in ("vgs", "vgremove"):
+                writer.write(json.dumps({"jsonrpc": "2.0", "id": request["id"],
+                                         "result": {}}).encode() + b"\n")
 
     async def main() -> None:
-        async with await asyncio.start_unix_server(silent, path):
-            async with AsyncClient(path, timeout=0.2) as c:
-                started = time.monotonic()
-                with pytest.raises(ConnectionFailed):
-                    await c.pvs()
+        async with await asyncio.start_unix_server(peer, path):
+            async with AsyncClient(path, timeout=0.3) as c:
+                late, other = await asyncio.gather(c.vgs(), c.ping(), return_exceptions=True)
+                assert isinstance(late, ConnectionFailed) and other == {}
+                assert "no answer from lvmsuperd to vgs within 0.3 s" in late.message
+                assert "may or may not" not in late.message
                 with pytest.raises(ConnectionFailed, match="may or may not have happened"):
                     await c.vgremove("vg0")
-                assert time.monotonic() - started < 5
+                assert await c.ping() == {}
+            assert received == ["vgs", "ping", "vgremove", "ping"] and len(connections) == 1
+            received.clear()
+            await asyncio.get_running_loop().run_in_executor(None, blocking)
+
+    def blocking() -> None:
+        with Client(path, timeout=0.3) as c:
+            with pytest.raises(ConnectionFailed, match="no answer from lvmsuperd to vgs"):
+                c.vgs()
+            assert c.ping() == {}
+        assert received == ["vgs", "ping"] and len(connections) == 3
 
     asyncio.run(main())
-    assert received == ["pvs", "pvs", "vgremove"]
 
 
 # ---- the asyncio client on D-Bus -----------------------------------------------------------

@@ -370,7 +370,7 @@ def call(line: bytes, cuts: list[int], fail_changes: bool
         except LvmSuperError as exc:
             return exc
         finally:
-            await service.jobs.drain()  # a job (wait, pvmove) finishes its LVM work too
+            await service.drain()  # a job (wait, pvmove) finishes its LVM work too
 
     return asyncio.run(run()), recorder.argvs, request.params
 
