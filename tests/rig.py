@@ -131,6 +131,20 @@ def has_device_mapper() -> bool:
         return any(line.split()[1:] == ["device-mapper"] for line in fh)
 
 
+def udev_running() -> bool:
+    """udevd answers (its control socket outlives it, so the file alone says nothing).
+
+    With udevd, LVM waits for udev to make /dev/VG/LV (udev_sync=1); without it LVM
+    must make the nodes itself (udev_sync=0 udev_rules=0), or it waits for ever.
+    """
+    try:
+        ping = subprocess.run(["udevadm", "control", "--ping", "--timeout=5"],
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return ping.returncode == 0
+
+
 class Sandbox:
     """Sparse files on loop devices and an LVM_SYSTEM_DIR that sees only them."""
 
@@ -160,7 +174,12 @@ class Sandbox:
 
     def _write_lvm_conf(self) -> None:
         accept = ", ".join(f'"a|^{dev}$|"' for dev in self.loops)
+        # With device-mapper (the guest tier, where udevd runs as on a host) LVM works
+        # with udev as on a host: udev makes the /dev links and LVM waits for it. LVM
+        # making them itself while udevd also handles dm events races (a late "remove"
+        # event deleted a link LVM had just made again).
         activation = 1 if has_device_mapper() else 0
+        udev = 1 if activation and udev_running() else 0
         (self.system_dir / "lvm.conf").write_text(
             "devices {\n"
             f'  filter = [ {accept}, "r|.*|" ]\n'
@@ -170,7 +189,8 @@ class Sandbox:
             f'global {{\n  activation = {activation}\n  use_aio = 0\n'
             f'  locking_dir = "{self.dir}/lock"\n}}\n'
             f'backup {{\n  backup_dir = "{self.dir}/backup"\n  archive_dir = "{self.dir}/archive"\n}}\n'
-            "activation {\n  udev_sync = 0\n  udev_rules = 0\n  monitoring = 0\n}\n")
+            f"activation {{\n  udev_sync = {udev}\n  udev_rules = {udev}\n"
+            "  monitoring = 0\n}\n")
 
     @property
     def env(self) -> dict[str, str]:

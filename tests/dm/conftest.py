@@ -135,20 +135,6 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None,
     return proc
 
 
-def udev_running() -> bool:
-    """udevd answers (its control socket outlives it, so the file alone says nothing).
-
-    With udevd, LVM waits for udev to make /dev/VG/LV (udev_sync=1); without it LVM
-    must make the nodes itself (udev_sync=0 udev_rules=0), or it waits for ever.
-    """
-    try:
-        ping = subprocess.run(["udevadm", "control", "--ping", "--timeout=5"],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return ping.returncode == 0
-
-
 def lvm_conf(devices: Sequence[str], udev: bool) -> str:
     admit = ", ".join(f'"a|^{d}$|"' for d in devices)
     sync = 1 if udev else 0
@@ -240,7 +226,7 @@ def make_lvm_sandbox(
             files.append(backing)
             sandbox.loops.append(run(["losetup", "-f", "--show", str(backing)]).stdout.strip())
         sandbox.system_dir.mkdir()
-        (sandbox.system_dir / "lvm.conf").write_text(lvm_conf(sandbox.loops, udev_running()))
+        (sandbox.system_dir / "lvm.conf").write_text(lvm_conf(sandbox.loops, rig.udev_running()))
         sandbox.env = dict(os.environ, LVM_SYSTEM_DIR=str(sandbox.system_dir))
         return sandbox
 

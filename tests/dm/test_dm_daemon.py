@@ -46,6 +46,13 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def node_exists(path: str) -> bool:
+    """Whether the LV's /dev node is there once udev has handled LVM's events (as a
+    manager waits for before it uses a device: the kernel state comes first)."""
+    subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
+    return os.path.exists(path)
+
+
 def size_of(path: str) -> int:
     out = subprocess.run(["blockdev", "--getsize64", path], capture_output=True, text=True,
                          check=True)
@@ -71,14 +78,14 @@ def read(path: str, size: int, offset: int = 0) -> bytes:
 def test_activation_cycle_and_resize_seen_by_the_kernel(admin: Any, lvm: rig.Sandbox) -> None:
     lv = admin.lvcreate("vgdm", "act", size=8 * MiB)
     assert lv.active is True and lv.permissions == "rw"
-    assert lv.path == "/dev/vgdm/act" and os.path.exists(lv.path)
+    assert lv.path == "/dev/vgdm/act" and node_exists(lv.path)
     assert size_of(lv.path) == lv.size == 8 * MiB
     assert lv.devices == [lvm.loops[0]]
 
     off = admin.call("lvchange", lv="vgdm/act", activate=False)
-    assert off.active is False and not os.path.exists("/dev/vgdm/act")
+    assert off.active is False and not node_exists("/dev/vgdm/act")
     on = admin.call("lvchange", lv="vgdm/act", activate=True)
-    assert on.active is True and os.path.exists("/dev/vgdm/act")
+    assert on.active is True and node_exists("/dev/vgdm/act")
 
     grown = admin.lvresize("vgdm/act", 20 * MiB)
     assert grown.size == 20 * MiB == size_of("/dev/vgdm/act")
@@ -92,15 +99,15 @@ def test_activation_cycle_and_resize_seen_by_the_kernel(admin: Any, lvm: rig.San
     admin.call("lvchange", lv="vgdm/act", permission="rw")
 
     quiet = admin.lvcreate("vgdm", "quiet", size=4 * MiB, activate=False, zero=False)
-    assert quiet.active is False and not os.path.exists("/dev/vgdm/quiet")
+    assert quiet.active is False and not node_exists("/dev/vgdm/quiet")
 
     vg_off = admin.call("vgchange", vg="vgdm", activate=False)
     assert vg_off.name == "vgdm"
     assert all(x.active is False for x in admin.lvs(vg="vgdm"))
-    assert not os.path.exists("/dev/vgdm/act")
+    assert not node_exists("/dev/vgdm/act")
     admin.call("vgchange", vg="vgdm", activate=True)
     assert all(x.active is True for x in admin.lvs(vg="vgdm"))
-    assert os.path.exists("/dev/vgdm/act") and os.path.exists("/dev/vgdm/quiet")
+    assert node_exists("/dev/vgdm/act") and node_exists("/dev/vgdm/quiet")
 
 
 def test_snapshot_keeps_the_origin_data(admin: Any) -> None:
@@ -113,7 +120,7 @@ def test_snapshot_keeps_the_origin_data(admin: Any) -> None:
     assert read(snap.path, len(PATTERN)) == PATTERN
     assert read(origin.path, len(PATTERN)) == b"\0" * len(PATTERN)
     assert admin.lvremove("vgdm/snap") == {"removed": ["vgdm/snap"]}
-    assert not os.path.exists("/dev/vgdm/snap")
+    assert not node_exists("/dev/vgdm/snap")
 
 
 def test_thin_pool_volume_and_snapshot(admin: Any, lvm: rig.Sandbox) -> None:
@@ -137,7 +144,7 @@ def test_thin_pool_volume_and_snapshot(admin: Any, lvm: rig.Sandbox) -> None:
     admin.vgchange("vgdm", activate=True)
     assert admin.lvs(names=["vgdm/tsnap"])[0].active is False
     tsnap = admin.lvchange("vgdm/tsnap", activate=True)
-    assert tsnap.active is True and os.path.exists("/dev/vgdm/tsnap")
+    assert tsnap.active is True and node_exists("/dev/vgdm/tsnap")
     tsnap = admin.lvs(names=["vgdm/tsnap"])[0]
     assert tsnap.active is True and is_number(tsnap.data_percent) and tsnap.data_percent > 0
     write(thin.path, b"\0" * len(PATTERN))  # the origin changes after the snapshot
@@ -259,7 +266,7 @@ def test_open_lv_cannot_be_removed_or_deactivated(admin: Any) -> None:
     finally:
         os.close(fd)
     assert admin.lvremove("vgdm/busy") == {"removed": ["vgdm/busy"]}  # active, not open
-    assert not os.path.exists("/dev/vgdm/busy")
+    assert not node_exists("/dev/vgdm/busy")
 
 
 def test_client_as_is_the_user_and_never_reconnects_as_root(daemon: rig.Daemon) -> None:
