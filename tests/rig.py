@@ -213,6 +213,20 @@ class Sandbox:
                 "vg": self.report("vg", "vg_name,vg_uuid,vg_seqno,vg_tags"),
                 "lv": self.report("lv", "lv_full_name,lv_uuid,lv_size,lv_tags")}
 
+    @contextlib.contextmanager
+    def hidden(self, dev: str) -> Iterator[None]:
+        """LVM no longer sees ``dev`` (a missing PV): its filter entries leave lvm.conf,
+        which is put back byte for byte afterwards, also when the test fails."""
+        conf = self.system_dir / "lvm.conf"
+        saved = conf.read_bytes()
+        entry = f'"a|^{dev}$|", '
+        assert saved.decode().count(entry) == 2, "filter and global_filter each admit it"
+        try:
+            conf.write_text(saved.decode().replace(entry, ""))
+            yield
+        finally:
+            conf.write_bytes(saved)
+
     def wipe(self) -> None:
         for vg in self.report("vg", "vg_name"):
             self.lvm("vgremove", "--force", "--force", "--yes", vg["vg_name"], check=False)

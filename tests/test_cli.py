@@ -5,13 +5,12 @@ connect) against the contract."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pwd
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,21 +62,6 @@ def one(lvm: rig.Sandbox, kind: str, fields: str, name: str) -> dict[str, str]:
 def lvm_version(lvm: rig.Sandbox) -> str:
     line = next(ln for ln in lvm.lvm("version").stdout.splitlines() if "LVM version" in ln)
     return line.split(":", 1)[1].strip()
-
-
-@contextlib.contextmanager
-def hidden_from_lvm(sandbox: rig.Sandbox, dev: str) -> Iterator[None]:
-    """LVM no longer sees ``dev`` (its lvm.conf filter entry is dropped; the file is put
-    back byte for byte afterwards, also when the test fails)."""
-    conf = sandbox.system_dir / "lvm.conf"
-    saved = conf.read_bytes()
-    entry = f'"a|^{dev}$|", '
-    assert saved.decode().count(entry) == 2
-    try:
-        conf.write_text(saved.decode().replace(entry, ""))
-        yield
-    finally:
-        conf.write_bytes(saved)
 
 
 def test_status_ping_version(ctl: Run, daemon: rig.Daemon, lvm: rig.Sandbox) -> None:
@@ -174,7 +158,7 @@ def test_pv_and_vg_commands(ctl: Run, lvm: rig.Sandbox) -> None:
     assert "InvalidRequest" in err.stderr and "missing" in err.stderr
     # --missing: a PV LVM cannot see any more
     ctl("vgextend", "vgc", d1)
-    with hidden_from_lvm(lvm, d1):
+    with lvm.hidden(d1):
         assert one(lvm, "vg", "vg_attr", "vgc")["vg_attr"][3] == "p"
         vg = js(ctl, "vgreduce", "vgc", "--missing")
         row = one(lvm, "vg", "pv_count,vg_attr", "vgc")

@@ -412,4 +412,4 @@ def test_log_level_quiets_chatter_but_never_the_audit(sandbox: rig.Sandbox, user
     assert "INFO: serving on" in logs["debug"] and "DEBUG:" in logs["debug"]
     assert "serving on" not in logs["warning"] and "DEBUG:" not in logs["warning"]
     for level, text in logs.items():
-        assert f'audit: lvcreate by uid=0' in text and f'"name": "{level}"' in text, text
+        assert 'audit: lvcreate by uid=0' in text and f'"name": "{level}"' in text, text

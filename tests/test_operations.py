@@ -3,7 +3,6 @@ is checked against what LVM reports when run directly as root."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import string
 import subprocess
@@ -387,21 +386,6 @@ def test_every_change_returns_what_lvm_then_reports(admin: Client, lvm: rig.Sand
 
 # ---- vgreduce missing=true ------------------------------------------------------------------
 
-@contextlib.contextmanager
-def hidden_from_lvm(sandbox: rig.Sandbox, dev: str) -> Iterator[None]:
-    """LVM no longer sees ``dev``: the sandbox's lvm.conf filters lose its entry; the file
-    is put back byte for byte afterwards, also when the test fails."""
-    conf = sandbox.system_dir / "lvm.conf"
-    saved = conf.read_bytes()
-    entry = f'"a|^{dev}$|", '
-    assert saved.decode().count(entry) == 2, "filter and global_filter each admit it"
-    try:
-        conf.write_text(saved.decode().replace(entry, ""))
-        yield
-    finally:
-        conf.write_bytes(saved)
-
-
 def test_vgreduce_missing_removes_a_pv_lvm_cannot_see(admin: Client, lvm: rig.Sandbox) -> None:
     d0, d1 = lvm.loops[:2]
     lvm.lvm("pvcreate", d0, d1)
@@ -409,7 +393,7 @@ def test_vgreduce_missing_removes_a_pv_lvm_cannot_see(admin: Client, lvm: rig.Sa
     lvm.lvm("lvcreate", "--name", "keep", "--size", "4m", "vgmiss", d0)
     uuid1 = lvm.report("pv", "pv_uuid", d1)[0]["pv_uuid"]
     conf = (lvm.system_dir / "lvm.conf").read_bytes()
-    with hidden_from_lvm(lvm, d1):
+    with lvm.hidden(d1):
         (vg,) = admin.vgs(names=["vgmiss"])
         assert (vg.partial, vg.pv_count) == (True, 2), vg
         as_lvm_reports(lvm, vg)
