@@ -197,8 +197,9 @@ class Service:
         shown = {k: v for k, v in params.items() if k != "wait"}
         try:
             call = await self._admit(caller, method, params, authority)
-            wait = 0 if method.name == "pvmove" else call.args.get("wait")
-            call.args.pop("wait", None)
+            wait = call.args.pop("wait", None)
+            if method.name == "pvmove":
+                wait = 0  # always answered with a job
             self._check_policy(call)
             for key, param in method.params.items():  # before any job exists
                 if param.policy == "device" and key in call.args:
@@ -268,15 +269,20 @@ class Service:
         if call.method.name == "pvmove":
             yield
             return
-        if self._change_slots.locked():
-            with self._queued():
-                await self._change_slots.acquire()
-        else:
-            await self._change_slots.acquire()
+        await self._take(self._change_slots)
         try:
             yield
         finally:
             self._change_slots.release()
+
+    async def _take(self, held: asyncio.Lock | asyncio.Semaphore) -> None:
+        """Acquires a VG lock or a change slot; while it waits, the request counts as
+        queued (``Busy`` beyond ``[limits] max_queue``)."""
+        if not held.locked():
+            await held.acquire()
+            return
+        with self._queued():
+            await held.acquire()
 
     async def drain(self) -> None:
         """Shutdown: refuses new calls (``Busy``), then waits until no request is in
@@ -295,11 +301,8 @@ class Service:
             async with AsyncExitStack() as stack:
                 for key in keys:  # sorted order: no lock-order deadlock between changes
                     lock = self._locks[key]
-                    if lock.locked():
-                        with self._queued():
-                            await stack.enter_async_context(lock)
-                    else:
-                        await stack.enter_async_context(lock)
+                    await self._take(lock)
+                    stack.callback(lock.release)
                 yield
         finally:
             for key in keys:
