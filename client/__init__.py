@@ -14,16 +14,17 @@ Every daemon method is a method of ``Client`` and, as a coroutine, of ``AsyncCli
 
 __version__ = "0.1.0"
 
-from .errors import (AlreadyExists, Busy, ConnectionFailed, Internal, InvalidRequest,
-                     LvmFailed, LvmOutputInvalid, LvmSuperError, NotFound, PermissionDenied,
+from .errors import (AlreadyExists, Busy, ConnectionFailed, InUse, Internal, InvalidRequest,
+                     LockConflict, LvmFailed, LvmOutputInvalid, LvmSuperError, NotFound, PermissionDenied,
                      Timeout)
 from .models import LV, PV, VG, Job
-from ._core import Report
+from ._core import DEFAULT_TIMEOUT, Report
 from .sync import Client, JobRef, default_socket_path
 from .aio import AsyncClient
 
 __all__ = ["__version__", "Client", "AsyncClient", "JobRef", "Report", "default_socket_path",
+           "DEFAULT_TIMEOUT",
            "PV", "VG", "LV", "Job",
            "LvmSuperError", "InvalidRequest", "PermissionDenied", "NotFound",
-           "AlreadyExists", "LvmFailed", "LvmOutputInvalid", "Timeout", "Busy", "Internal",
-           "ConnectionFailed"]
+           "AlreadyExists", "LvmFailed", "LvmOutputInvalid", "Timeout", "Busy", "InUse", "LockConflict",
+           "Internal", "ConnectionFailed"]

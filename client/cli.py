@@ -1,20 +1,23 @@
 """``lvmsuperctl``: the admin's and scripts' view of lvmsuperd.
 
 Exit codes: 0 ok, 1 the daemon answered with an error (its message is printed),
-2 usage error, 3 cannot connect to the daemon.
+2 usage error, 3 cannot connect to the daemon, or it did not answer within ``--timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._core import JobRef
+from ._core import DEFAULT_TIMEOUT, JobRef
 from .errors import ConnectionFailed, LvmSuperError
 from .models import to_wire
 from .sync import Client
@@ -97,6 +100,16 @@ def status_text(s: dict[str, Any]) -> str:
         f"latency:    p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}",
         f"jobs:       {s['jobs']} running",
     ]
+    if "cache" in s:
+        c = s["cache"]
+        line = (f"cache:      {c['hits']} hits, {c['misses']} misses"
+                + ("" if c.get("enabled", True) else " (off)")
+                + (f"; last miss: {c['last_miss']}" if c.get("last_miss") else ""))
+        lines.append(line[:79])
+    if s.get("lockspaces") or s.get("lost_lockspaces"):
+        lines.append(f"lockspaces: {', '.join(s.get('lockspaces') or []) or '-'}")
+    for vg in s.get("lost_lockspaces") or []:
+        lines.append(f"LOST lockspace: {vg} (changes in it refused until lockstart)")
     if s["last_errors"]:
         lines.append("last errors:")
         for err in s["last_errors"]:
@@ -116,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
     p.add_argument("--dbus", action="store_true",
                    help="talk over the D-Bus system bus ($DBUS_SYSTEM_BUS_ADDRESS) instead")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"give up when the daemon has not answered within this time "
+                   f"(default {DEFAULT_TIMEOUT:g}; a change: plus its --wait; 0: never)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -124,38 +140,67 @@ def _parser() -> argparse.ArgumentParser:
                        help="print the raw JSON result")
         return c
 
-    def change(name: str, help: str) -> argparse.ArgumentParser:
-        c = cmd(name, help)
-        c.add_argument("--wait", type=float, help="seconds to wait before getting a job id")
+    def scanning(c: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        c.add_argument("--scan-device", action="append", dest="scan_devices",
+                       metavar="DEVICE", help="LVM scans only this block device for this "
+                       "call, repeatable: LVM's --devices")
         return c
+
+    def change(name: str, help: str) -> argparse.ArgumentParser:
+        c = scanning(cmd(name, help))
+        c.add_argument("--wait", type=float, help="seconds to wait before getting a job id")
+        c.add_argument("--request-id", help="an id for this change: repeated with the same "
+                       "id after a lost answer it runs only once")
+        return c
+
+    def batch(c: argparse.ArgumentParser) -> None:
+        c.add_argument("lv_list", nargs="*", metavar="vg/lv",
+                       help="the LV, or several of one VG (one LVM run)")
+        c.add_argument("--lv", action="append", dest="lv_more", metavar="vg/lv",
+                       help="an LV (repeatable; as the positionals)")
 
     cmd("status", "daemon status")
     cmd("ping", "check the daemon answers")
     cmd("version", "lvmsuper and LVM versions")
-    c = cmd("pvs", "list physical volumes")
-    c.add_argument("--vg")
-    c.add_argument("--select")
-    c.add_argument("names", nargs="*")
-    c = cmd("vgs", "list volume groups")
-    c.add_argument("--select")
-    c.add_argument("names", nargs="*")
-    c = cmd("lvs", "list logical volumes")
-    c.add_argument("--vg")
-    c.add_argument("--tag", action="append", dest="tags")
-    c.add_argument("--select")
+    c = scanning(cmd("pvs", "list physical volumes"))
+    c.add_argument("--vg", help="only the PVs of this VG")
+    c.add_argument("--select", help=_SELECT)
+    c.add_argument("names", nargs="*", help="device paths")
+    c = scanning(cmd("vgs", "list volume groups"))
+    c.add_argument("--select", help=_SELECT)
+    c.add_argument("names", nargs="*", help="VG names")
+    c = scanning(cmd("lvs", "list logical volumes"))
+    c.add_argument("--vg", help="only the LVs of this VG")
+    c.add_argument("--tag", action="append", dest="tags",
+                   help="only LVs carrying this tag (repeatable: all of them)")
+    c.add_argument("--select", help=_SELECT)
     c.add_argument("names", nargs="*", help="vg/lv")
+    c = scanning(cmd("vgck", "check a VG's metadata (LVM's vgck)"))
+    c.add_argument("vg")
     cmd("jobs", "list jobs")
     c = cmd("job-status", "show one job")
     c.add_argument("job")
     c = change("pvcreate", "initialise devices as PVs")
     c.add_argument("devices", nargs="+")
+    c.add_argument("--wipe", action="store_true",
+                   help="let LVM wipe signatures (filesystems ...) off the devices")
+    c.add_argument("--metadata-size", type=parse_size, help="each metadata area's size")
+    c.add_argument("--metadata-copies", type=int, choices=[0, 1, 2],
+                   help="metadata areas per PV")
+    c.add_argument("--metadata-ignore", type=_yes_no, metavar="y|n", help=_MDA_IGNORE)
     c = change("pvremove", "wipe PV labels")
     c.add_argument("devices", nargs="+")
     c = change("vgcreate", "create a VG")
     c.add_argument("name")
     c.add_argument("devices", nargs="+")
-    c.add_argument("--extent-size", type=parse_size)
-    c.add_argument("--tag", action="append", dest="tags")
+    c.add_argument("--extent-size", type=parse_size, help="the VG's extent size (e.g. 4M)")
+    c.add_argument("--tag", action="append", dest="tags", help="a tag (repeatable)")
+    c.add_argument("--wipe", action="store_true",
+                   help="let LVM wipe signatures (filesystems ...) off the devices")
+    c.add_argument("--auto-activation", type=_yes_no, metavar="y|n",
+                   help="whether LVM's autoactivation activates the VG")
+    c.add_argument("--shared", action="store_true",
+                   help="a VG shared by hosts through lvmlockd and sanlock")
     c = change("vgremove", "remove a VG")
     c.add_argument("vg")
     c.add_argument("--force", action="store_true", help="also remove its LVs")
@@ -163,34 +208,42 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("vg")
     c.add_argument("name")
     size = c.add_mutually_exclusive_group()
-    size.add_argument("--size", "-L", type=parse_size)
+    size.add_argument("--size", "-L", type=parse_size, help="the size (e.g. 10G)")
     size.add_argument("--extents", "-l", help="count, or N%%FREE / N%%VG")
-    c.add_argument("--tag", action="append", dest="tags")
-    c.add_argument("--type", choices=["linear", "snapshot", "thin-pool", "thin"])
+    c.add_argument("--tag", action="append", dest="tags", help="a tag (repeatable)")
+    c.add_argument("--type", choices=["linear", "snapshot", "thin-pool", "thin"],
+                   help="the LV's type (default linear)")
     c.add_argument("--origin", help="snapshot: the origin LV's name")
     c.add_argument("--pool", help="thin: the thin pool's name")
     c.add_argument("--virtual-size", type=parse_size, help="thin: the virtual size")
-    c.add_argument("--stripes", type=int)
-    c.add_argument("--stripe-size", type=parse_size)
-    c.add_argument("--contiguous", action="store_true")
-    c.add_argument("--activate", type=_yes_no, metavar="y|n")
-    c.add_argument("--zero", type=_yes_no, metavar="y|n")
+    c.add_argument("--stripes", type=int, help="stripe over this many PVs")
+    c.add_argument("--stripe-size", type=parse_size, help="the stripe size (e.g. 64K)")
+    c.add_argument("--contiguous", action="store_true", help="contiguous allocation")
+    c.add_argument("--activate", type=_yes_no, metavar="y|n", help=_ACTIVATE)
+    c.add_argument("--zero", type=_yes_no, metavar="y|n",
+                   help="zero the start of the new LV (y) or not (n)")
     c.add_argument("--device", action="append", dest="devices", help="allocate from this PV")
-    c = change("lvremove", "remove an LV")
-    c.add_argument("lv", help="vg/lv")
+    c.add_argument("--wipe-signatures", type=_yes_no, metavar="y|n",
+                   help="wipe signatures found in the new LV's extents (y) or not (n)")
+    c = change("lvremove", "remove LVs (several: one VG, one LVM run)")
+    batch(c)
     c = change("lvresize", "resize an LV to a new size")
     c.add_argument("lv", help="vg/lv")
-    c.add_argument("size", type=parse_size)
+    c.add_argument("size", type=parse_size, help="the new size (e.g. 20G)")
     c.add_argument("--force", action="store_true", help="allow shrinking")
     c = change("lvrename", "rename an LV")
     c.add_argument("lv", help="vg/lv")
     c.add_argument("new_name")
-    c = change("lvchange", "activate/deactivate, permission, tags of an LV")
-    c.add_argument("lv", help="vg/lv")
+    c = change("lvchange", "activate/deactivate, refresh, permission, tags of LVs")
+    batch(c)
     _change_flags(c, permission=True)
+    c.add_argument("--refresh", action="store_true",
+                   help="reload the LVs' devices from the metadata (alone)")
     c = change("vgextend", "add PVs to a VG")
     c.add_argument("vg")
     c.add_argument("devices", nargs="+")
+    c.add_argument("--wipe", action="store_true",
+                   help="let LVM wipe signatures (filesystems ...) off the devices")
     c = change("vgreduce", "remove PVs from a VG")
     c.add_argument("vg")
     c.add_argument("devices", nargs="*")
@@ -201,24 +254,54 @@ def _parser() -> argparse.ArgumentParser:
     c = change("vgchange", "activate/deactivate, tags of a VG")
     c.add_argument("vg")
     _change_flags(c)
+    c = change("lockstart", "start shared VG lockspaces here - slow: use --wait")
+    c.add_argument("vg", nargs="?", help="this shared VG only")
+    c = change("lockstop", "stop shared VG lockspaces here")
+    c.add_argument("vg", nargs="?", help="this shared VG only")
     c = change("pvresize", "resize a PV (default: to its device's size)")
     c.add_argument("device")
-    c.add_argument("--size", type=parse_size)
+    c.add_argument("--size", type=parse_size, help="the new size (e.g. 100G)")
     c = change("pvchange", "allocatable flag and tags of a PV")
     c.add_argument("device")
-    c.add_argument("--allocatable", type=_yes_no, metavar="y|n")
-    c.add_argument("--addtag", action="append", dest="add_tags")
-    c.add_argument("--deltag", action="append", dest="del_tags")
+    c.add_argument("--allocatable", type=_yes_no, metavar="y|n",
+                   help="whether new extents may be allocated on the PV")
+    c.add_argument("--metadata-ignore", type=_yes_no, metavar="y|n", help=_MDA_IGNORE)
+    c.add_argument("--addtag", action="append", dest="add_tags", help=_ADDTAG)
+    c.add_argument("--deltag", action="append", dest="del_tags", help=_DELTAG)
     c = change("pvmove", "move extents off a PV (always a job)")
     c.add_argument("source")
     c.add_argument("destination", nargs="?")
     c.add_argument("--lv", help="only this vg/lv")
     c = cmd("job-cancel", "stop a job where LVM can stop cleanly (pvmove)")
     c.add_argument("job")
+    c = scanning(cmd("lv-open", "open an active LV as root and run a command on it: the "
+                     "descriptor is its standard input or --fd N; no root and no shell "
+                     "needed; exits with the command's status"))
+    c.add_argument("lv", help="vg/lv")
+    c.add_argument("--mode", choices=["r", "rw"], required=True,
+                   help="read-only or read-write")
+    c.add_argument("--shared", action="store_true",
+                   help="rw without O_EXCL: others may open it for writing too")
+    c.add_argument("--fd", type=int, metavar="N",
+                   help="the descriptor's number in the command: 0 by default")
+    c.add_argument("argv", nargs="*", metavar="CMD",
+                   help="the command and its arguments after --")
+    cmd("monitor", "print changes as they happen, one line each (--json: the raw "
+        "notification); follows the daemon through restarts")
     c = cmd("call", "call any method with JSON params")
     c.add_argument("method")
     c.add_argument("params", nargs="?", default="{}", help="a JSON object")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def _yes_no(text: str) -> bool:
@@ -229,16 +312,30 @@ def _yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r}: use y or n")
 
 
+_SELECT = "an LVM selection, e.g. 'vg_free > 0' (see lvmreport(7))"
+_ACTIVATE = "activate (y) or deactivate (n)"
+_ACTIVATE_MODE = ("activate (y) or deactivate (n); in a shared VG exclusive (ey: y is "
+                  "the same) or shared (sy)")
+_ADDTAG = "add this tag (repeatable)"
+_DELTAG = "remove this tag (repeatable)"
+_MDA_IGNORE = "keep the PV's metadata areas but leave them unused (y) or use them (n)"
+
+
+def _activation(text: str) -> bool | str:
+    modes = {"ey": "exclusive", "exclusive": "exclusive", "sy": "shared", "shared": "shared"}
+    return modes[text.lower()] if text.lower() in modes else _yes_no(text)
+
+
 def _change_flags(c: argparse.ArgumentParser, permission: bool = False) -> None:
-    c.add_argument("--activate", type=_yes_no, metavar="y|n")
+    c.add_argument("--activate", type=_activation, metavar="y|n|ey|sy", help=_ACTIVATE_MODE)
     if permission:
-        c.add_argument("--permission", choices=["r", "rw"])
-    c.add_argument("--addtag", action="append", dest="add_tags")
-    c.add_argument("--deltag", action="append", dest="del_tags")
+        c.add_argument("--permission", choices=["r", "rw"], help="read-only or read-write")
+    c.add_argument("--addtag", action="append", dest="add_tags", help=_ADDTAG)
+    c.add_argument("--deltag", action="append", dest="del_tags", help=_DELTAG)
 
 
-_SKIP = {"socket", "json", "command", "dbus"}
-_FLAGS = {"force", "missing", "contiguous"}  # store_true: absent means "not given"
+_SKIP = {"socket", "json", "command", "dbus", "timeout"}
+_FLAGS = {"force", "missing", "contiguous", "wipe", "refresh", "shared"}  # store_true: absent: not given
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,6 +346,12 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params["extents"] = int(params["extents"])
     if args.command in ("job-status", "job-cancel"):
         return {"job": params["job"]}
+    if args.command in ("lvchange", "lvremove"):
+        names = params.pop("lv_list", []) + params.pop("lv_more", [])
+        if len(names) == 1:
+            params["lv"] = names[0]
+        else:
+            params["lvs"] = names  # none: the daemon says what is missing
     return params
 
 
@@ -268,7 +371,10 @@ def _print(command: str, result: Any, as_json: bool) -> None:
     elif command == "vgcreate":
         print(table("vg", [wire]))
     elif command in ("lvcreate", "lvresize", "lvrename", "lvchange"):
-        print(table("lv", [wire]))
+        print(table("lv", wire if isinstance(wire, list) else [wire]))
+    elif command == "vgck":
+        print("\n".join(["ok" if wire["ok"] else "failed"] +
+                        [f"  {e.get('type', '')}: {e.get('message', '')}" for e in wire["log"]]))
     elif command in ("vgextend", "vgreduce", "vgrename", "vgchange"):
         print(table("vg", [wire]))
     elif command in ("pvresize", "pvchange"):
@@ -281,9 +387,98 @@ def _print(command: str, result: Any, as_json: bool) -> None:
         print(json.dumps(wire, indent=2))
 
 
+def change_line(params: dict[str, Any]) -> str:
+    """One notification as one line: when, its place in the stream, where it came
+    from, what changed."""
+    when = time.strftime("%H:%M:%S")
+    if params.get("reset"):
+        return (f"{when} reset (boot {params.get('boot')}, seq {params.get('seq')}): "
+                "changes were missed; read everything again")
+    objects = ", ".join(
+        f"{o.get('type')} {o.get('name')}" + (f" (seqno {o['seqno']})" if "seqno" in o else "")
+        for o in params.get("objects", []))
+    return f"{when} #{params.get('seq')} {params.get('source', '?')}: {objects}"
+
+
+def monitor(client: Client, as_json: bool) -> int:
+    """``lvmsuperctl monitor``: an admin's ``journalctl -f`` for storage. Ctrl-C ends it
+    whatever SIGINT state it inherited (ignored or blocked by whoever started it)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        for params in client.changes():
+            print(json.dumps(params) if as_json else change_line(params), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def lv_open_run(client: Client, args: argparse.Namespace) -> int:
+    """``lvmsuperctl lv-open``: CMD runs (no shell) with the LV's descriptor as its
+    standard input, or as descriptor N (``--fd``); the exit status is CMD's."""
+    command = args.argv
+    target = 0 if args.fd is None else args.fd
+    if not command or target < 0:
+        print("lvmsuperctl: lv-open needs a command after -- and --fd N >= 0",
+              file=sys.stderr)
+        return 2
+    if target > 2 and _is_open(target):
+        print(f"lvmsuperctl: --fd {target} is in use here; choose another number",
+              file=sys.stderr)
+        return 2
+    handle = client.lv_open(args.lv, args.mode, shared=args.shared or None,
+                            scan_devices=args.scan_devices)
+    with handle:
+        client.close()  # the command inherits nothing of the connection
+        fd = handle.fileno()
+        std = {0: "stdin", 1: "stdout", 2: "stderr"}
+        try:
+            if target in std:
+                proc = subprocess.run(command, **{std[target]: fd})  # type: ignore[call-overload]
+            else:
+                os.dup2(fd, target)  # inheritable: the command gets it as N
+                try:
+                    proc = subprocess.run(command, pass_fds=(target,))
+                finally:
+                    os.close(target)
+        except OSError as exc:
+            print(f"lvmsuperctl: cannot run {command[0]}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 127
+    code = int(proc.returncode)
+    return 128 - code if code < 0 else code
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``lv-open ... -- CMD ...``: lvmsuperctl's own arguments, and CMD's (argparse
+    would take CMD's options for its own)."""
+    if "lv-open" in argv and "--" in argv[argv.index("lv-open"):]:
+        cut = argv.index("--", argv.index("lv-open"))
+        return argv[:cut], argv[cut + 1:]
+    return argv, None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ours, command = _split_command(sys.argv[1:] if argv is None else list(argv))
+    args = _parser().parse_args(ours)
+    if command is not None:
+        if args.command != "lv-open" or args.argv:
+            print("lvmsuperctl: give lv-open's command once: after --", file=sys.stderr)
+            return 2
+        args.argv = command
     method = args.command.replace("-", "_")
+    if method == "monitor":
+        with Client(args.socket, timeout=args.timeout or None,
+                    transport="dbus" if args.dbus else "socket") as client:
+            return monitor(client, args.json)
     try:
         if method == "call":
             params = json.loads(args.params)
@@ -296,10 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lvmsuperctl: bad JSON params: {exc}", file=sys.stderr)
         return 2
     try:
-        with Client(args.socket, transport="dbus" if args.dbus else "socket") as client:
+        with Client(args.socket, timeout=args.timeout or None,
+                    transport="dbus" if args.dbus else "socket") as client:
+            if method == "lv_open":
+                return lv_open_run(client, args)
             result = client.call(method, **params)
     except ConnectionFailed as exc:
-        print(f"lvmsuperctl: {exc.message}", file=sys.stderr)
+        if "timeout" in exc.data:  # connected, but nobody answered: a daemon that is not up
+            print(f"lvmsuperctl: the daemon did not answer: {exc.message}; see "
+                  "'systemctl status lvmsuper' and 'journalctl -u lvmsuper'", file=sys.stderr)
+        else:
+            print(f"lvmsuperctl: {exc.message}", file=sys.stderr)
         return 3
     except LvmSuperError as exc:
         print(f"lvmsuperctl: {exc.name}: {exc.message}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Rule: dbus-next is imported lazily, inside functions, so ``lvmsuper.client`` imports
 with the standard library alone and only ``transport="dbus"`` needs dbus-next.
-The daemon's adapter (``supervisor/dbus.py``) uses the same names and typing functions,
+The daemon's adapter (``supervisor/transports/dbus.py``) uses the same names and typing functions,
 so both ends type every value identically by construction.
 
 The typing rule (JSON value -> D-Bus type; nulls are left out, recursively)::
@@ -16,7 +16,14 @@ The typing rule (JSON value -> D-Bus type; nulls are left out, recursively)::
 A method takes one ``a{sv}`` (the JSON params) and returns ``aa{sv}`` (methods in
 ``LIST_METHODS``) or ``a{sv}``. A change that outlived its ``wait`` returns its job
 answer ``{"job": id}``; from a list method it comes as a one-element list. Errors are
-``org.lvmsuper.Error.<Name>`` with the body ``(s message, a{sv} data)``.
+``org.lvmsuper.Error.<Name>`` with the body ``(s message, a{sv} data)``. ``LvOpen``'s
+result carries its ``fd`` as a UNIX_FD (``h``, an index among the message's
+descriptors); the client hands that descriptor over and closes any other it receives.
+
+A subscribed client delivers a ``Changed`` signal only when its sender is the current
+unique-name owner of ``BUS_NAME`` (followed through NameOwnerChanged from the bus
+itself): anyone on the bus can send a signal to our connection directly, past any
+match rule, with our path and interface.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from collections.abc import Callable, Coroutine
 from functools import cache
 from typing import Any, TypeVar
 
-from ._core import _LIST_OF, _ONE_OF, READ_METHODS
+from ._core import _LIST_OF, _ONE_OF, BATCH_OF, READ_METHODS, call_timeout
 from .errors import (ERRORS_BY_NAME, ConnectionFailed, InvalidRequest, LvmSuperError,
                      PermissionDenied)
 from .models import LV, PV, VG, Model
+from .passing import OPENS, close_fds, received
 
 __all__ = ["BUS_NAME", "OBJECT_PATH", "INTERFACE", "ERROR_PREFIX", "LIST_METHODS",
            "member_name", "signature_of", "to_dbus", "from_dbus", "params_to_dbus",
@@ -45,6 +53,9 @@ INTERFACE = "org.lvmsuper.Supervisor1"
 ERROR_PREFIX = "org.lvmsuper.Error."
 CHANGED_MATCH = (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
                  f"interface='{INTERFACE}',member='Changed'")
+BUS_DAEMON = "org.freedesktop.DBus"
+OWNER_MATCH = (f"type='signal',sender='{BUS_DAEMON}',path='/org/freedesktop/DBus',"
+               f"interface='{BUS_DAEMON}',member='NameOwnerChanged',arg0='{BUS_NAME}'")
 
 # Methods whose result is a JSON list (D-Bus aa{sv}); every other method returns a{sv}.
 LIST_METHODS = frozenset({"pvs", "vgs", "lvs", "pvcreate", "jobs"})
@@ -178,6 +189,8 @@ def result_from_dbus(method: str, value: Any) -> Any:
         return result[0]
     if method in _LIST_OF:
         return [_with_nulls(_LIST_OF[method], item) for item in result]
+    if method in BATCH_OF and set(result) == {"lvs"}:
+        return {"lvs": [_with_nulls(BATCH_OF[method], item) for item in result["lvs"]]}
     if method in _ONE_OF and set(result) != {"job"}:
         return _with_nulls(_ONE_OF[method], result)
     if method == "report":
@@ -246,6 +259,9 @@ class AsyncDbusTransport:
         self.notify = notify  # receives each Changed signal as a "changed" notification
         self._bus: Any = None
         self._subscribed = False
+        self._owner: str | None = None  # unique name owning BUS_NAME: the only Changed source
+        self._owner_changes = 0  # NameOwnerChanged seen, so a late GetNameOwner never wins
+        self._last_owner: str | None = None  # a new one after it: the daemon restarted
         self._connecting = asyncio.Lock()  # concurrent first calls share one bus
 
     @property
@@ -265,18 +281,29 @@ class AsyncDbusTransport:
         await self.close()
         dbus_next = _dbus_next()
         try:
-            if self.bus_address is None:
-                bus = dbus_next.aio.MessageBus(bus_type=dbus_next.BusType.SYSTEM)
-            else:
-                bus = dbus_next.aio.MessageBus(bus_address=self.bus_address)
-            self._bus = await asyncio.wait_for(bus.connect(), self.timeout)
+            self._bus = await self._new_bus(dbus_next, True)
+        except dbus_next.errors.AuthError:  # a bus that carries no descriptors
+            try:
+                self._bus = await self._new_bus(dbus_next, False)
+            except Exception as exc:
+                raise ConnectionFailed(f"cannot connect to {self.where}: {exc}") from exc
         except TimeoutError:
-            raise ConnectionFailed(f"no answer from {self.where} within {self.timeout} s"
-                                   ) from None
+            raise ConnectionFailed(f"no answer from {self.where} within {self.timeout} s",
+                                   timeout=self.timeout) from None
         except Exception as exc:
             raise ConnectionFailed(f"cannot connect to {self.where}: {exc}") from exc
         self._bus.add_message_handler(self._on_message)
         self._subscribed = False
+        self._owner = None
+
+    async def _new_bus(self, dbus_next: Any, fds: bool) -> Any:
+        """A connection that receives descriptors (lv_open) if ``fds``."""
+        if self.bus_address is None:
+            bus = dbus_next.aio.MessageBus(bus_type=dbus_next.BusType.SYSTEM,
+                                           negotiate_unix_fd=fds)
+        else:
+            bus = dbus_next.aio.MessageBus(bus_address=self.bus_address, negotiate_unix_fd=fds)
+        return await asyncio.wait_for(bus.connect(), self.timeout)
 
     async def close(self) -> None:
         bus, self._bus = self._bus, None
@@ -303,50 +330,96 @@ class AsyncDbusTransport:
         body = params_to_dbus(params)
         reply = await self._call(_dbus_next().Message(
             destination=BUS_NAME, path=OBJECT_PATH, interface=INTERFACE,
-            member=member_name(method), signature="a{sv}", body=[body]), method)
+            member=member_name(method), signature="a{sv}", body=[body]), method,
+            call_timeout(self.timeout, method, params))
+        fds = list(reply.unix_fds or [])
         try:
-            return result_from_dbus(method, reply.body[0])
+            result = result_from_dbus(method, reply.body[0])
         except (ValueError, TypeError, IndexError) as exc:
+            close_fds(fds)
             raise LvmSuperError(f"malformed {method} reply over D-Bus: {exc}") from exc
+        return received(method, result, fds)  # lv_open's fd: the descriptor itself
 
-    async def _call(self, message: Any, method: str) -> Any:
+    async def _call(self, message: Any, method: str, limit: float | None = None) -> Any:
+        """One bus call, answered within ``limit`` seconds (default: the timeout)."""
+        limit = self.timeout if limit is None else limit
         try:
-            reply = await asyncio.wait_for(self._bus.call(message), self.timeout)
+            reply = await asyncio.wait_for(self._bus.call(message), limit)
         except TimeoutError:
             raise ConnectionFailed(_unknown_outcome(
-                f"no answer from lvmsuperd on {self.where} within {self.timeout} s",
-                method)) from None
+                f"no answer from lvmsuperd on {self.where} within {limit} s",
+                method), timeout=limit) from None
         except Exception as exc:  # the bus connection failed under the call
             raise ConnectionFailed(_unknown_outcome(
                 f"D-Bus connection lost during {method}: {exc}", method)) from exc
+        if reply.unix_fds and (method not in OPENS or
+                               reply.message_type == _dbus_next().MessageType.ERROR):
+            close_fds(reply.unix_fds)  # only lv_open's answer hands one over
+            reply.unix_fds = []
         if reply.message_type == _dbus_next().MessageType.ERROR:
             raise error_from_dbus(reply.error_name, list(reply.body), method)
         return reply
 
     async def _subscribe(self) -> dict[str, Any]:
-        """``subscribe`` over D-Bus: receive the ``Changed`` signal from now on (after
-        checking the query role with a ``Ping``, as the socket's subscribe does)."""
+        """``subscribe`` over D-Bus: receive the ``Changed`` signal from now on. The
+        ``Subscribe`` call checks the query role, tells the daemon this caller listens
+        (so it watches for changes made outside lvmsuper) and answers the stream's
+        position; there is no replay on the bus."""
         message = _dbus_next().Message
-        await self._call(message(destination=BUS_NAME, path=OBJECT_PATH, interface=INTERFACE,
-                                 member="Ping", signature="a{sv}", body=[{}]), "subscribe")
+        reply = await self._call(message(destination=BUS_NAME, path=OBJECT_PATH,
+                                         interface=INTERFACE, member="Subscribe",
+                                         signature="a{sv}", body=[{}]), "subscribe")
         if not self._subscribed:
-            await self._call(message(destination="org.freedesktop.DBus",
-                                     path="/org/freedesktop/DBus",
-                                     interface="org.freedesktop.DBus", member="AddMatch",
-                                     signature="s", body=[CHANGED_MATCH]), "subscribe")
+            await self._bus_call("AddMatch", OWNER_MATCH)  # first: no owner change missed
+            seen = self._owner_changes
+            try:
+                (owner,) = (await self._bus_call("GetNameOwner", BUS_NAME)).body
+            except LvmSuperError:  # no owner right now: NameOwnerChanged will tell
+                owner = None
+            if self._owner_changes == seen:  # else a newer owner is known already
+                self._owner = owner
+            self._last_owner = self._last_owner or self._owner
+            await self._bus_call("AddMatch", CHANGED_MATCH)
             self._subscribed = True
-        return {}
+        return dict(from_dbus(reply.body[0]))  # the stream's position
+
+    async def _bus_call(self, member: str, arg: str) -> Any:
+        return await self._call(_dbus_next().Message(
+            destination=BUS_DAEMON, path="/org/freedesktop/DBus", interface=BUS_DAEMON,
+            member=member, signature="s", body=[arg]), "subscribe")
 
     def _on_message(self, message: Any) -> None:
-        """Passes ``Changed`` signals on like the socket's ``changed`` notifications;
-        never claims a message."""
+        """Passes ``Changed`` signals of the name's owner on like the socket's
+        ``changed`` notifications; never claims a message. A descriptor that comes
+        with anything but a method's answer is closed at once."""
+        if message.message_type != _dbus_next().MessageType.SIGNAL:
+            return
+        if message.unix_fds:
+            close_fds(message.unix_fds)
+            message.unix_fds = []
+        if (message.member == "NameOwnerChanged" and message.sender == BUS_DAEMON
+                and message.signature == "sss" and message.body[0] == BUS_NAME):
+            self._owner = message.body[2] or None
+            self._owner_changes += 1
+            if self._owner is not None:
+                if self._subscribed and self._last_owner not in (None, self._owner):
+                    # another daemon (a restart): what it missed meanwhile is unknown
+                    self.notify({"method": "changed", "params": {"reset": True}})
+                self._last_owner = self._owner
+            return
         if (message.member == "Changed" and message.interface == INTERFACE
-                and message.path == OBJECT_PATH and message.signature == "aa{sv}"):
+                and message.path == OBJECT_PATH and message.signature == "aa{sv}"
+                and self._owner is not None and message.sender == self._owner):
             try:
-                objects = from_dbus(message.body[0])
+                entries = from_dbus(message.body[0])
             except ValueError:
                 return
-            self.notify({"method": "changed", "params": {"objects": objects}})
+            # each entry carries the notification's place in the stream: lifted back
+            # to the params, as the socket sends them
+            stream = {k: entries[0][k] for k in ("seq", "boot", "source")
+                      if entries and k in entries[0]}
+            objects = [{k: v for k, v in e.items() if k not in stream} for e in entries]
+            self.notify({"method": "changed", "params": {"objects": objects, **stream}})
 
 
 class DbusTransport:
@@ -369,6 +442,9 @@ class DbusTransport:
 
     def request(self, method: str, params: dict[str, Any]) -> Any:
         return self._run(self._conn.request(method, params))
+
+    def connected(self) -> bool:
+        return self._loop is not None and self._conn.connected
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread

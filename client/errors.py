@@ -9,6 +9,8 @@ Each class carries its wire name (``data.name`` in a JSON-RPC error, the suffix 
     ├── NotFound            the named PV/VG/LV does not exist
     ├── AlreadyExists       create or rename onto an existing name
     ├── LvmFailed           LVM ran and reported failure
+    │   ├── InUse           ... because an LV is open (in use): busy, retry later
+    │   └── LockConflict    ... because another host holds the lvmlockd lock (shared VGs)
     ├── LvmOutputInvalid    LVM's output could not be parsed
     ├── Timeout             a read-only LVM command ran too long and was killed
     ├── Busy                the daemon's queue is full; retry later
@@ -32,6 +34,8 @@ __all__ = [
     "LvmOutputInvalid",
     "Timeout",
     "Busy",
+    "InUse",
+    "LockConflict",
     "Internal",
     "ConnectionFailed",
     "ERRORS_BY_NAME",
@@ -93,6 +97,27 @@ class LvmFailed(LvmSuperError):
     wire_code = -32010
 
 
+class InUse(LvmFailed):
+    """LVM refused because an LV is open ("Logical volume ... in use"): a manager's
+    "busy, retry later". ``object_type``/``object_name`` name the LV; ``argv``, ``rc``
+    and ``log`` are LVM's, as for any ``LvmFailed``."""
+
+    name = "InUse"
+    wire_code = -32013
+
+
+class LockConflict(LvmFailed):
+    """Another host holds the lvmlockd lock the change needs (a shared VG), or this
+    host's lockspace of the VG is lost (its sanlock lease could not be renewed) until
+    ``lockstart`` works again. ``object_type``/``object_name`` name what is locked
+    (``lv``, ``vg`` or ``global``); ``holder`` is the holding host's id, or null when
+    neither LVM nor sanlock says. When LVM refused, ``argv``, ``rc`` and ``log`` are
+    LVM's, as for any ``LvmFailed``."""
+
+    name = "LockConflict"
+    wire_code = -32014
+
+
 class LvmOutputInvalid(LvmSuperError):
     name = "LvmOutputInvalid"
     wire_code = -32011
@@ -123,7 +148,8 @@ class ConnectionFailed(LvmSuperError):
 ERRORS_BY_NAME: dict[str, type[LvmSuperError]] = {
     cls.name: cls
     for cls in (InvalidRequest, PermissionDenied, NotFound, AlreadyExists, LvmFailed,
-                LvmOutputInvalid, Timeout, Busy, Internal, ConnectionFailed)
+                LvmOutputInvalid, Timeout, Busy, InUse, LockConflict, Internal,
+                ConnectionFailed)
 }
 
 
@@ -138,5 +164,5 @@ def error_from_wire(error: Any) -> LvmSuperError:
     code = error.get("code")
     exc = cls(message, code=code if isinstance(code, int) and not isinstance(code, bool)
               else None)
-    exc.data.update({k: v for k, v in data.items() if v is not None})
+    exc.data.update(data)  # as sent: a null the daemon sends (holder) is kept
     return exc

@@ -21,11 +21,19 @@ class Model:
     def from_wire(cls, data: dict[str, Any]) -> Self:
         names = _fields(cls)
         try:
-            values = [data[n] for n in names]
+            return cls(*[v.copy() if type(v) is list else v for v in map(data.__getitem__, names)])
         except KeyError:
             missing = [n for n in names if n not in data]
             raise ValueError(f"{cls.__name__} lacks {', '.join(missing)}") from None
-        return cls(*[list(v) if isinstance(v, list) else v for v in values])
+
+    @classmethod
+    def from_fresh(cls, data: dict[str, Any]) -> Self:
+        """``from_wire`` for a dict just decoded and owned by nobody else (a client's
+        answer): its lists are taken as they are, not copied."""
+        try:
+            return cls(*map(data.__getitem__, _fields(cls)))
+        except KeyError:
+            return cls.from_wire(data)  # raises, naming what is missing
 
     def to_wire(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in _fields(type(self))}
@@ -57,6 +65,8 @@ class PV(Model):
     mda_count: int
     mda_free: int
     attr: str
+    vg_uuid: str | None    # the UUID of its VG (None: an orphan PV)
+    mda_used_count: int    # metadata areas in use (not ignored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +88,14 @@ class VG(Model):
     partial: bool
     shared: bool
     lock_type: str | None
+    lock_args: str | None  # lvmlockd's lock arguments (shared VGs), else None
     system_id: str | None
     tags: list[str]
     mda_count: int
     mda_free: int
     attr: str
+    mda_size: int          # bytes of its smallest metadata area
+    pvs: list[str]         # its PVs' names ("[unknown]" for a missing one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,10 @@ class LV(Model):
     devices: list[str]
     tags: list[str]
     attr: str
+    open: bool | None      # its device is open (None: no device-mapper to ask)
+    # in extents: [{"lv_start", "extents", "pvs": [{"name", "start"}]}], one per segment
+    segments: list[dict[str, Any]]
+    lock_args: str | None = None  # lvmlockd's lock arguments (an LV of a shared VG)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from typing import Any
 from .errors import (INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, InvalidRequest,
                      LvmSuperError, error_from_wire)
 
-__all__ = ["LineCodec", "BadLine", "Request", "parse_request", "encode_result",
+__all__ = ["LineCodec", "BadLine", "Request", "parse_request", "encode_result", "Encoded",
+           "dumps",
            "encode_error", "make_request", "method_not_found", "Response", "parse_response", "DEFAULT_MAX_LINE"]
 
 DEFAULT_MAX_LINE = 1024 * 1024
@@ -32,8 +33,12 @@ class BadLine:
 class LineCodec:
     """Splits a byte stream into JSON values, one per ``\\n``-terminated line."""
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, *, check_depth: bool = True) -> None:
         self.max_line = max_line
+        # the daemon checks how deep its peers' requests nest; a client reading the
+        # daemon's answers need not walk every one of them (json refuses a runaway
+        # nesting by itself, as RecursionError)
+        self.check_depth = check_depth
         self._buffer = bytearray()
         self.broken = False
 
@@ -73,7 +78,7 @@ class LineCodec:
             return self._fail("request line is not valid UTF-8")
         except (ValueError, RecursionError) as exc:
             return self._fail(f"request line is not valid JSON: {exc}")
-        if _depth(value) > MAX_JSON_DEPTH:
+        if self.check_depth and _depth(value) > MAX_JSON_DEPTH:
             return self._fail(f"request nests deeper than {MAX_JSON_DEPTH} levels")
         return value
 
@@ -84,7 +89,26 @@ class LineCodec:
 
     @staticmethod
     def encode(message: dict[str, Any]) -> bytes:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        result = message.get("result")
+        if isinstance(result, Encoded):  # a result encoded once, sent many times
+            return (f'{{"jsonrpc":"2.0","id":{dumps(message["id"])},"result":'
+                    f'{result.text}}}\n').encode()
+        return dumps(message).encode() + b"\n"
+
+
+def dumps(value: Any) -> str:
+    """The wire's JSON text of ``value`` (compact, UTF-8 as is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Encoded:
+    """A result already in its wire form (JSON text): the daemon's read cache keeps the
+    encoding of an answer it gives again and again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _no_constant(name: str) -> Any:

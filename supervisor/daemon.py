@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import faulthandler
 import logging
 import os
 import signal
@@ -20,30 +21,38 @@ from typing import Any
 
 from lvmsuper.client.errors import LvmSuperError
 
-from .audit import AUDIT_LOGGER
+from .core.audit import AUDIT_LOGGER
+from .core.auth import GroupAuthority
 from .config import Config, ConfigError, check_socket_group, load_config
-from .lvm import Lvm
-from .runner import ExecRunner
-from .shell_runner import ShellRunner
-from .server import SocketInUse, SocketServer, bind_socket
-from .service import Service
+from .lvm.calls import Lvm
+from .lvm.runner import ExecRunner
+from .lvm.shell import ShellRunner
+from .transports.unix import SocketInUse, SocketServer, bind_socket
+from .watch.watcher import Watcher
+from .core.service import Service
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 log = logging.getLogger("lvmsuperd")
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """lvmsuperd's command line (also the source of its man page's OPTIONS)."""
     p = argparse.ArgumentParser(prog="lvmsuperd", description="Privileged LVM helper daemon.")
     p.add_argument("--config", type=Path, help="configuration file "
                    "(default /etc/lvmsuper/lvmsuper.toml, optional)")
     p.add_argument("--socket", help="Unix socket path (overrides [server] socket)")
     p.add_argument("--no-dbus", action="store_true", help="do not serve D-Bus")
     p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
+                   choices=["debug", "info", "warning", "error"],
+                   help="least severe messages logged (default info; the audit always is)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration and exit")
-    return p.parse_args(argv)
+    return p
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def setup_logging(level: str) -> None:
@@ -115,6 +124,8 @@ async def serve(config: Config) -> int:
     sock, activated = _listen_socket(config)
     server = SocketServer(service, sock)
     await server.start()
+    watcher = Watcher(service, config.events_poll_interval)
+    watcher.start()
     try:
         dbus = await _start_dbus(service, config)
     except ConfigError:
@@ -138,12 +149,13 @@ async def serve(config: Config) -> int:
     if dbus is not None:
         await dbus.stop_accepting()
     await service.drain()
+    await watcher.stop()
     if dbus is not None:
         await dbus.stop()
     for task in list(server.connections):
         task.cancel()
-    keeper.cancel()
     await runner.aclose()  # the shell runner's idle shells: stdin closed, waited for
+    keeper.cancel()
     if not activated:
         try:
             os.unlink(config.socket)
@@ -162,7 +174,7 @@ async def _start_dbus(service: Service, config: Config) -> Any:
         return None
     required = config.dbus_enabled is True
     try:
-        from .dbus import start_dbus
+        from .transports.dbus import start_dbus
     except ImportError as exc:
         if required:
             raise ConfigError(f"dbus.enabled is true but {exc}") from None
@@ -174,17 +186,23 @@ async def _start_dbus(service: Service, config: Config) -> Any:
 async def _keep_status(service: Service, notify: Notifier, stop: asyncio.Event,
                        activated: bool) -> None:
     """STATUS= kept current; WATCHDOG=1 at half the watchdog interval (this loop running
-    is the proof the event loop is alive); idle exit when socket-activated."""
+    is the proof the event loop is alive); idle exit when socket-activated. It runs until
+    cancelled, the last thing before exit: a stop waits for running changes (a pvmove
+    may take hours), and systemd's watchdog stays armed while it does."""
     usec = _watchdog_usec()
     interval = min(2.0, usec / 2e6) if usec > 0 else 2.0
     idle = service.config.idle_timeout
     if activated and idle > 0:
         interval = min(interval, max(0.1, idle / 2))  # idle exit close to idle_timeout
     last, idle_since = "", loop_time()
-    while not stop.is_set():
+    while True:
         await asyncio.sleep(interval)
-        summary = service.summary()
         message = "WATCHDOG=1\n" if usec > 0 else ""
+        if stop.is_set():  # STATUS= says "stopping" from now on
+            if message:
+                notify(message)
+            continue
+        summary = service.summary()
         if summary != last:
             message += "STATUS=" + summary
             last = summary
@@ -225,12 +243,16 @@ def _dump_recent(runner: ExecRunner) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level)
+    # The Python stack of every thread on SIGABRT (systemd's watchdog kill) and fatal
+    # signals, on stderr (the journal under systemd): why it hung, not just that it did.
+    faulthandler.enable(all_threads=True)
     try:
         config = load_config(args.config, socket=args.socket)
         if args.no_dbus:
             config = dataclasses.replace(config, dbus_enabled=False)
         if args.check_config:
             check_socket_group(config)
+            GroupAuthority(config)  # warns of [access] groups that do not exist
             print(f"{config.source}: configuration OK")
             return 0
         return asyncio.run(serve(config))

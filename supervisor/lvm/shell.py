@@ -6,6 +6,9 @@ minus a fork/exec and LVM's start-up per read. Rules:
 - Only reads go to a shell: an allow-listed report command built for a JSON report with
   the daemon's pinned ``--config``, whose every argument LVM's line splitter gives back
   unchanged (``shell_word``). Anything else runs by exec.
+- A read limited to some devices (``--devices``) runs by exec too: the shell keeps
+  LVM's device cache from one command to the next, and a scan narrowed for one caller
+  must never be what the next caller's read sees (nor the other way round).
 - Changes never run in a shell. LVM 2.03.16 keeps state in a process from one command
   to the next that can change what a later change does: in a shell that had activated
   a thin LV, ``vgchange -ay`` of its VG refused to activate the thin pool's components
@@ -257,15 +260,18 @@ class _Shell:
         if self._read(self.out_fd) == b"":  # nothing is expected here: drain, discard
             self._loop.remove_reader(self.out_fd)
 
-    def _on_err(self) -> None:
-        data = self._read(self.err_fd)
-        if data is None:
-            return
-        if not data:
-            self._loop.remove_reader(self.err_fd)
-            return
-        if len(self.err) < MAX_STDERR:
-            self.err += data[:MAX_STDERR - len(self.err)]
+    def _on_err(self, drain: bool = False) -> None:
+        while True:
+            data = self._read(self.err_fd)
+            if data is None:
+                return
+            if not data:
+                self._loop.remove_reader(self.err_fd)
+                return
+            if len(self.err) < MAX_STDERR:
+                self.err += data[:MAX_STDERR - len(self.err)]
+            if not drain:
+                return
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -319,6 +325,10 @@ class _Shell:
                 cut = head.start()
             if not _whole(self.buf[cut:]):
                 return None
+            # LVM wrote this command's stderr before its report: what the event loop
+            # has not read of it yet is in the pipe now; take it, so a read's warnings
+            # are never reported with the next read
+            self._on_err(drain=True)
             before = bytes(self.buf[:cut])
             self.buf.clear()
             return before
@@ -447,6 +457,8 @@ class ShellRunner(ExecRunner):
             return None
         if len(args) < 3 or args[1] != "--config" or "--reportformat" not in args:
             return None  # only what was built for a JSON report
+        if "--devices" in args:
+            return None  # a narrowed scan gets a fresh LVM (see the module's rules)
         if args[0] == "fullreport" and not _names_vg_columns(args):
             return None  # the profile sets vgs_cols_full, which -o alone does not override
         config = shell_config(args[2])

@@ -12,13 +12,17 @@ import os
 import re
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from lvmsuper.client.errors import InvalidRequest
+from lvmsuper.client.errors import InvalidRequest, LvmSuperError, PermissionDenied
 
-__all__ = ["Checker", "vg_name", "lv_name", "lv_path", "device", "device_path", "devices", "extent_size", "job_id", "stripes", "size",
+__all__ = ["Checker", "vg_name", "lv_name", "lv_path", "device", "device_path", "devices",
+           "Device", "resolve_device", "existing_pv", "extent_size", "job_id",
+           "stripes", "size",
            "extents", "tags", "boolean", "wait", "select", "string_list_of",
-           "positive_int", "MAX_SIZE", "MAX_TAGS", "choice"]
+           "positive_int", "MAX_SIZE", "MAX_TAGS", "choice", "position", "request_id",
+           "lv_paths", "scan_devices", "metadata_copies"]
 
 Checker = Callable[[Any, str], Any]
 
@@ -78,8 +82,17 @@ def _name(value: Any, field: str, kind: str) -> str:
     return text
 
 
+_UUID_CHARS = re.compile(r"[A-Za-z0-9]{32}\Z")
+
+
 def vg_name(value: Any, field: str) -> str:
-    return _name(value, field, "VG")
+    """A VG name that LVM can only read as a name: LVM takes an argument that is 32
+    letters and digits once its dashes are dropped for a VG *UUID* (``vgrename``,
+    ``vgchange`` ...), which would let a caller name a VG without naming it."""
+    text = _name(value, field, "VG")
+    if _UUID_CHARS.match(text.replace("-", "")):
+        raise _fail(field, f"{text!r} has the form of an LVM UUID; VGs are named by name")
+    return text
 
 
 def lv_name(value: Any, field: str) -> str:
@@ -109,28 +122,131 @@ def device_path(value: Any, field: str) -> str:
     return text
 
 
-def device(value: Any, field: str) -> str:
-    """An absolute, normalised device path under /dev whose target is a block device
-    under /dev (policy globs are checked separately, by the service)."""
-    text = device_path(value, field)
-    real = os.path.realpath(text)
-    if not real.startswith("/dev/"):
-        raise _fail(field, f"{text!r} resolves to {real!r}, outside /dev")
-    try:
-        mode = os.stat(real).st_mode
-    except OSError:
-        raise _fail(field, f"{text!r} does not exist") from None
-    if not stat.S_ISBLK(mode):
-        raise _fail(field, f"{text!r} is not a block device")
-    return text
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device path as the caller gave it, and what it resolved to at admission: the
+    real path under /dev (symlinks followed) that LVM is given, and the device number
+    (None when nothing exists there yet: LVM then reports the PV as not found)."""
+
+    given: str
+    real: str
+    rdev: int | None
+
+    def __str__(self) -> str:
+        return self.real
+
+    def still_same(self) -> bool:
+        """Re-resolved now (under the change's locks): the same device as at admission."""
+        try:
+            again = resolve_device(self.given, "device", must_exist=self.rdev is not None)
+        except LvmSuperError:
+            return False
+        return (again.real, again.rdev) == (self.real, self.rdev)
 
 
-def devices(value: Any, field: str) -> list[str]:
+MAX_SYMLINKS = 40
+
+
+def _check_directory(path: str, given: str, field: str) -> None:
+    """Only root may change what a name in ``path`` points at."""
+    st = os.stat(path)
+    writable_by_others = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
+    if st.st_uid != 0 or writable_by_others:
+        raise PermissionDenied(f"{field}: {given!r} passes through {path}, which users "
+                               "other than root can change", required="policy", field=field)
+
+
+def resolve_device(given: str, field: str, *, must_exist: bool = True) -> Device:
+    """Follows ``given`` one component at a time, refusing any directory on the way
+    (including those symlinks lead through) that a non-root user could write; the end
+    must be a block device under /dev. With ``must_exist=False`` a path with nothing at
+    its end stays as given (an existing PV whose device is gone)."""
+    parts = given.split("/")[1:]
+    current, hops = "/", 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        _check_directory(current, given, field)
+        candidate = os.path.join(current, name)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            if must_exist:
+                raise _fail(field, f"{given!r} does not exist") from None
+            return Device(given, given, None)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise _fail(field, f"{given!r}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            parts = target.split("/") + parts
+            continue
+        current = candidate
+    if not current.startswith("/dev/"):
+        raise _fail(field, f"{given!r} resolves to {current!r}, outside /dev")
+    st = os.stat(current)
+    if not stat.S_ISBLK(st.st_mode):
+        raise _fail(field, f"{given!r} is not a block device")
+    return Device(given, current, st.st_rdev)
+
+
+def device(value: Any, field: str) -> Device:
+    """A device that is to become (or is) a PV: a normalised path under /dev, resolved
+    once (see ``resolve_device``); policy globs are checked by the service."""
+    return resolve_device(device_path(value, field), field)
+
+
+def existing_pv(value: Any, field: str) -> Device:
+    """An existing PV's device path: resolved as ``device`` where something is there;
+    a path to nothing is kept (LVM will say the PV is not found)."""
+    return resolve_device(device_path(value, field), field, must_exist=False)
+
+
+def devices(value: Any, field: str) -> list[Device]:
     items = _list(value, field, min_len=1)
     out = [device(item, f"{field}[{i}]") for i, item in enumerate(items)]
-    if len(set(out)) != len(out):
+    if len({d.real for d in out}) != len(out):
         raise _fail(field, "lists a device twice")
     return out
+
+
+def scan_devices(value: Any, field: str) -> list[Device]:
+    """The block devices LVM's scan is limited to for one call (``--devices``): each a
+    path under /dev resolved as ``device`` (so the end is an existing block device under
+    /dev, reached through root-only directories), given once, and without a comma in
+    its real path (LVM splits ``--devices`` values at commas). It only narrows what LVM
+    sees; what the daemon may touch is decided as without it."""
+    out = devices(value, field)
+    for i, dev in enumerate(out):
+        if "," in dev.real:
+            raise _fail(f"{field}[{i}]", f"{dev.real!r} has a comma, which LVM would split")
+    return out
+
+
+def lv_paths(value: Any, field: str) -> list[tuple[str, str]]:
+    """A batch of existing LVs (``"vg/lv"`` each), 1 to 256, all in one VG, none twice;
+    a bad element fails the whole list, naming it (``lvs[3]``)."""
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(_list(value, field, min_len=1)):
+        vg, lv = lv_path(item, f"{field}[{i}]")
+        if out and vg != out[0][0]:
+            raise _fail(f"{field}[{i}]", f"{vg}/{lv} is not in VG {out[0][0]!r}: a batch "
+                        "names LVs of one VG")
+        if (vg, lv) in out:
+            raise _fail(f"{field}[{i}]", f"{vg}/{lv} is listed twice")
+        out.append((vg, lv))
+    return out
+
+
+def metadata_copies(value: Any, field: str) -> int:
+    """LVM's ``--metadatacopies``: 0, 1 or 2 metadata areas on a PV."""
+    return _integer(value, field, 0, 2)
 
 
 def _list(value: Any, field: str, *, min_len: int = 0, max_len: int = MAX_LIST) -> list[Any]:
@@ -205,6 +321,14 @@ def boolean(value: Any, field: str) -> bool:
     return value
 
 
+def activation(value: Any, field: str) -> bool | str:
+    """``activate``: true, false, or the lock mode in a shared VG ("exclusive": active
+    on this host only; "shared": on several hosts at once)."""
+    if isinstance(value, bool) or value in ("exclusive", "shared"):
+        return value  # type: ignore[no-any-return]
+    raise _fail(field, 'must be true, false, "exclusive" or "shared"')
+
+
 def wait(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or not 0 <= value <= 86400:
@@ -232,3 +356,21 @@ def string_list_of(item: Checker) -> Checker:
     def check(value: Any, field: str) -> list[Any]:
         return [item(v, f"{field}[{i}]") for i, v in enumerate(_list(value, field, min_len=1))]
     return check
+
+
+def position(value: Any, field: str) -> dict[str, Any]:
+    """A place in the change stream: ``{"boot": <id>, "seq": <int >= 0>}``."""
+    if not isinstance(value, dict) or set(value) != {"boot", "seq"}:
+        raise _fail(field, 'must be an object {"boot": ..., "seq": ...}')
+    boot = _text(value["boot"], f"{field}.boot")
+    if not re.fullmatch(r"[0-9a-f]{1,64}", boot):
+        raise _fail(f"{field}.boot", "is not a boot id")
+    return {"boot": boot, "seq": _integer(value["seq"], f"{field}.seq", 0, 2**63 - 1)}
+
+
+def request_id(value: Any, field: str) -> str:
+    """A caller's id for one change: 1 to 64 of ``A-Z a-z 0-9 . _ : -``."""
+    text = _text(value, field)
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", text):
+        raise _fail(field, "must be 1 to 64 of A-Z a-z 0-9 . _ : -")
+    return text

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["PV_FIELDS", "VG_FIELDS", "LV_FIELDS", "SEG_FIELDS", "LV_ONLY_FIELDS", "pinned_config", "report_argv",
-           "fullreport_argv", "change_argv", "size_arg", "SECTOR"]
+__all__ = ["PV_FIELDS", "VG_FIELDS", "VG_ONLY_FIELDS", "LV_FIELDS", "SEG_FIELDS",
+           "LV_ONLY_FIELDS", "LV_DEVICE_FIELDS", "pinned_config", "report_argv",
+           "fullreport_argv", "change_argv", "vgck_argv", "config_argv", "scan_args", "size_arg",
+           "SECTOR"]
 
 SECTOR = 512
 
@@ -19,19 +21,28 @@ SECTOR = 512
 PV_FIELDS = ("pv_name", "pv_uuid", "vg_name", "pv_size", "pv_free", "pv_used", "dev_size",
              "pe_start", "pv_pe_count", "pv_pe_alloc_count", "pv_allocatable",
              "pv_exported", "pv_missing", "pv_tags", "pv_mda_count", "pv_mda_free",
-             "pv_attr")
-VG_FIELDS = ("vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size",
+             "pv_attr", "vg_uuid", "pv_mda_used_count", "vg_tags")
+VG_ONLY_FIELDS = ("vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size",
              "vg_extent_count", "vg_free_count", "pv_count", "lv_count", "snap_count",
              "vg_seqno", "vg_permissions", "vg_extendable", "vg_exported", "vg_partial",
-             "vg_shared", "vg_lock_type", "vg_systemid", "vg_tags", "vg_mda_count",
-             "vg_mda_free", "vg_attr")
-# segtype and devices are segment fields: LVM prints one row per segment.
+             "vg_shared", "vg_lock_type", "vg_lock_args", "vg_systemid", "vg_tags", "vg_mda_count",
+             "vg_mda_free", "vg_attr", "vg_mda_size")
+# ``vgs`` also names each VG's PVs (pv_name: one row per PV, merged by the parser), so
+# a VG's PV list costs no second LVM run; fullreport takes them from its PV subreport.
+VG_FIELDS = (*VG_ONLY_FIELDS, "pv_name")
+# segtype, devices and seg_*: segment fields: LVM prints one row per segment.
+# vg_tags (in pv and lv reports too): a scoped caller's read is filtered by them, from
+# the same run.
 LV_FIELDS = ("lv_name", "vg_name", "lv_full_name", "lv_uuid", "lv_path", "lv_size",
              "segtype", "lv_active", "origin", "pool_lv",
-             "data_percent", "metadata_percent", "devices", "lv_tags", "lv_attr")
+             "data_percent", "metadata_percent", "devices", "lv_tags", "lv_attr",
+             "lv_device_open", "lv_lockargs", "seg_start_pe", "seg_size_pe", "vg_tags")
 # fullreport keeps segment fields in a subreport of their own, joined by lv_uuid.
-SEG_FIELDS = ("lv_uuid", "segtype", "devices")
+SEG_FIELDS = ("lv_uuid", "segtype", "devices", "seg_start_pe", "seg_size_pe")
 LV_ONLY_FIELDS = tuple(f for f in LV_FIELDS if f not in SEG_FIELDS[1:])
+# lv_open: where an LV's device is (its kernel major:minor; -1 when inactive)
+LV_DEVICE_FIELDS = ("lv_full_name", "lv_path", "lv_active", "lv_kernel_major",
+                    "lv_kernel_minor", "lv_size")
 
 _REPORT_OPTIONS = ("--reportformat", "json", "--units", "b", "--nosuffix", "--binary")
 
@@ -56,23 +67,40 @@ def _common(command: str, extra: str | None, *, command_log: bool = True) -> lis
     return [command, "--config", pinned_config(extra, command_log=command_log)]
 
 
+def scan_args(devices: Sequence[str]) -> list[str]:
+    """LVM's ``--devices``, once per device (validated real paths under /dev, without
+    commas, which LVM would split at): the call's device scan sees only these."""
+    return [arg for dev in devices for arg in ("--devices", dev)]
+
+
 def report_argv(kind: str, *, names: Sequence[str] = (), select: str | None = None,
-                extra_config: str | None = None) -> list[str]:
-    """``pvs``/``vgs``/``lvs`` with an explicit field list. ``names`` are validated
-    device paths, VG names or ``vg/lv`` names (none can start with ``-``)."""
-    fields = {"pv": PV_FIELDS, "vg": VG_FIELDS, "lv": LV_FIELDS}[kind]
+                extra_config: str | None = None, scan: Sequence[str] = (),
+                fields: Sequence[str] = ()) -> list[str]:
+    """``pvs``/``vgs``/``lvs`` with an explicit field list (the kind's, unless
+    ``fields``). ``names`` are validated device paths, VG names or ``vg/lv`` names
+    (none can start with ``-``)."""
+    fields = fields or {"pv": PV_FIELDS, "vg": VG_FIELDS, "lv": LV_FIELDS}[kind]
     argv = _common(f"{kind}s", extra_config)
-    argv += [*_REPORT_OPTIONS, "-o", ",".join(fields)]
+    argv += [*_REPORT_OPTIONS, *scan_args(scan), "-o", ",".join(fields)]
     if select is not None:
         argv += ["--select", select]
     argv += list(names)
     return argv
 
 
-def fullreport_argv(*, vg: str | None = None, extra_config: str | None = None) -> list[str]:
+# The watcher's poll: which PVs exist, in which VGs, at which VG seqno (one cheap run)
+POLL_FIELDS = ("pv_name", "pv_uuid", "dev_size", "vg_name", "vg_uuid", "vg_seqno", "vg_tags")
+
+
+def poll_argv(*, extra_config: str | None = None) -> list[str]:
+    return [*_common("pvs", extra_config), *_REPORT_OPTIONS, "-o", ",".join(POLL_FIELDS)]
+
+
+def fullreport_argv(*, vg: str | None = None, extra_config: str | None = None,
+                    scan: Sequence[str] = ()) -> list[str]:
     """One LVM run reporting PVs, VGs and LVs consistently (``lvm fullreport``)."""
     argv = _common("fullreport", extra_config)
-    argv += [*_REPORT_OPTIONS, "-o", ",".join(VG_FIELDS),
+    argv += [*_REPORT_OPTIONS, *scan_args(scan), "-o", ",".join(VG_ONLY_FIELDS),
              "--configreport", "pv", "-o", ",".join(PV_FIELDS),
              "--configreport", "lv", "-o", ",".join(LV_ONLY_FIELDS),
              "--configreport", "seg", "-o", ",".join(SEG_FIELDS),
@@ -82,12 +110,25 @@ def fullreport_argv(*, vg: str | None = None, extra_config: str | None = None) -
     return argv
 
 
+def config_argv(*keys: str, extra_config: str | None = None) -> list[str]:
+    """LVM's values of configuration ``keys`` (fixed names, never a caller's), as LVM
+    runs for the daemon: ``key=value`` lines on stdout (none for an unset list)."""
+    return [*_common("config", extra_config), "--typeconfig", "full", *keys]
+
+
 def change_argv(command: str, args: Sequence[str], *, extra_config: str | None = None,
-                json_log: bool = True) -> list[str]:
+                json_log: bool = True, scan: Sequence[str] = ()) -> list[str]:
     """A mutating command; its output is LVM's JSON command log (``json_log``) or, for
     pvmove, its progress lines."""
     fmt = ["--reportformat", "json"] if json_log else []
-    return [*_common(command, extra_config, command_log=json_log), *fmt, *args]
+    return [*_common(command, extra_config, command_log=json_log), *fmt, *scan_args(scan),
+            *args]
+
+
+def vgck_argv(vg: str, *, extra_config: str | None = None,
+              scan: Sequence[str] = ()) -> list[str]:
+    """LVM's consistency check of one VG; its output is the JSON command log."""
+    return [*_common("vgck", extra_config), "--reportformat", "json", *scan_args(scan), vg]
 
 
 def size_arg(size: int) -> str:

@@ -1,16 +1,29 @@
 """The Unix-socket transport: decode lines, identify the peer, call the core, encode.
 
-Rules: the caller's identity is SO_PEERCRED, taken once at accept. Requests on one
-connection run concurrently (pipelining, at most MAX_PIPELINED at once) and answer in
-completion order; a peer that stops reading its answers stops being read. A bad line
+Rules: the caller's identity is SO_PEERCRED, taken once at accept (a caller whose groups
+change must reconnect). Requests on one connection run concurrently (pipelining, at
+most MAX_PIPELINED at once) and answer in completion order. Backpressure: once a
+connection has ``[limits] max_pending_bytes`` of answers unsent, no further request of
+it is read or started until they drain, so a peer that does not read holds at most that
+plus MAX_PIPELINED answers in the daemon; a subscriber whose unsent notifications pass
+the limit is disconnected (logged). A bad line
 (invalid JSON or over the size limit) is answered and ends the connection; any other
-bad request is answered and the connection stays. A connection with nothing in flight
+bad request is answered and the connection stays. On shutdown, requests already read
+are answered and then the connection ends, unanswered requests unread: clients retry
+them on a new connection (systemd's socket keeps it for the next daemon). A connection
+with nothing in flight
 that completes no request for ``[limits] connection_idle_timeout`` seconds is closed
-(a slow or silent peer cannot pin a connection slot); subscribers are exempt.
+(a slow or silent peer cannot pin a connection slot); subscribers are exempt. A
+subscriber whose ``query`` role is scoped (``[[access.scope]]``) is told only of the
+objects of its VGs.
+An answer that hands over a descriptor (lv_open) carries it as SCM_RIGHTS on the first
+byte of its own line, sent once every byte before it has left the buffer; the daemon
+closes its copy as soon as that byte is sent, or the connection is gone.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import logging
 import os
@@ -21,8 +34,9 @@ from lvmsuper.client.errors import Busy, InvalidRequest, LvmSuperError
 from lvmsuper.client.protocol import (BadLine, LineCodec, encode_error, encode_result,
                                       parse_request)
 
-from .auth import GroupAuthority, peer_caller
-from .service import Service
+from ..core.auth import GroupAuthority, Role, peer_caller
+from ..core.opening import Handoff
+from ..core.service import Service
 
 __all__ = ["SocketServer", "bind_socket", "SocketInUse"]
 
@@ -112,14 +126,17 @@ class Connection:
         self.pending: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_PIPELINED)
         self.unsubscribe: Any = None
+        self.position: dict[str, Any] = {}
         self.idle_timeout = self.service.config.connection_idle_timeout
         self.idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.max_pending = self.service.config.max_pending_bytes
+        writer.transport.set_write_buffer_limits(high=self.max_pending)
 
     async def serve(self) -> None:
         self._arm_idle()
         try:
-            while not self.codec.broken:
+            while not self.codec.broken and not self.service.stopping:
                 data = await self.reader.read(65536)
                 if not data:
                     break
@@ -128,7 +145,16 @@ class Connection:
                         self.send(encode_error(None, message.error))
                         break
                     self._disarm_idle()  # a complete request: the peer is not idle
+                    await self.writer.drain()  # answers unsent past the limit: wait
                     await self.slots.acquire()
+                    if self.service.stopping:
+                        # Shutting down (checked once its turn came, as the stop may
+                        # begin while it waits): what was asked before is answered,
+                        # then the connection ends; this request is not started, so the
+                        # client retries it on a new connection (the next daemon's).
+                        self.slots.release()
+                        await asyncio.gather(*self.pending, return_exceptions=True)
+                        break
                     task = asyncio.create_task(self.handle(message))
                     self.pending.add(task)
                     task.add_done_callback(self._done)
@@ -186,26 +212,91 @@ class Connection:
             request = parse_request(message)
             rid = request.id
             result = await self.service.call(self.caller, request.method, request.params,
-                                             self.server.authority)
-            if request.method == "subscribe":
-                self.subscribe()
+                                             self.server.authority, encoded=True)
+            if isinstance(result, Handoff):  # lv_open: the descriptor rides on the line
+                with result:
+                    await self.send_fd(encode_result(rid, result.wire()), result.fd)
+                return
+            if request.method == "subscribe":  # answered with the position, then replay
+                since = request.params.get("since") if isinstance(request.params, dict) \
+                    else None
+                if self.service.baseline_ready is not None:
+                    await self.service.baseline_ready()  # then every later change is told
+                replay = self.subscribe(since)
+                self.send(encode_result(rid, self.position))
+                for params in replay:
+                    self.notify(params)
+                return
             self.send(encode_result(rid, result))
         except LvmSuperError as exc:
             if isinstance(exc, InvalidRequest) and "id" in exc.data:
                 rid = exc.data["id"]
             self.send(encode_error(rid if isinstance(rid, (int, str)) else None, exc))
 
-    def subscribe(self) -> None:
-        """From now on this connection also gets a ``changed`` notification per change."""
-        if self.unsubscribe is None:
-            self._disarm_idle()  # a subscriber waits for notifications: never idle
-            self.unsubscribe = self.service.subscribe(
-                lambda objects: self.send({"jsonrpc": "2.0", "method": "changed",
-                                           "params": {"objects": objects}}))
+    def subscribe(self, since: Any) -> list[dict[str, Any]]:
+        """From now on this connection also gets a ``changed`` notification per change;
+        returns what it missed since ``since`` (validated by the core)."""
+        if self.unsubscribe is not None:
+            self.unsubscribe()
+        self._disarm_idle()  # a subscriber waits for notifications: never idle
+        self.position, replay, self.unsubscribe = self.service.subscribe(
+            self.notify, since, scope=self.server.authority.scope(self.caller, Role.QUERY))
+        return replay
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
             self.writer.write(LineCodec.encode(message))
+
+    async def send_fd(self, message: dict[str, Any], fd: int) -> None:
+        """``message``'s line with ``fd`` as SCM_RIGHTS on its first byte, so the peer
+        gets the descriptor with exactly this line: sent on the socket itself once every
+        byte written before it has left the buffer (the rest of the line, if the kernel
+        takes only part, through the buffer after it). The caller closes ``fd`` when
+        this returns: sent, or the connection is gone (or dropped it)."""
+        data = LineCodec.encode(message)
+        transport = self.writer.transport
+        try:
+            if self.writer.is_closing():
+                return
+            raw = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        except (OSError, AttributeError):
+            return  # the connection is gone
+        try:
+            raw.setblocking(False)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+            while True:
+                if self.writer.is_closing():
+                    return
+                if transport.get_write_buffer_size() == 0:
+                    try:
+                        sent = raw.sendmsg([data], rights, socket.MSG_NOSIGNAL)
+                        break
+                    except (BlockingIOError, InterruptedError):
+                        pass  # the peer reads slowly: its socket buffer is full
+                    except OSError:
+                        return  # the peer is gone
+                await asyncio.sleep(0.005)
+        finally:
+            raw.close()  # a duplicate: closing it leaves the connection open
+        if sent < len(data):
+            self.send_bytes(data[sent:])
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def notify(self, params: dict[str, Any]) -> None:
+        """A ``changed`` notification; a subscriber that leaves them unread past the
+        limit is dropped rather than buffered without end."""
+        if self.writer.transport.get_write_buffer_size() >= self.max_pending:
+            if not self.writer.is_closing():
+                log.warning("dropping subscriber uid %d (pid %d, %s): %d bytes of "
+                            "notifications unread ([limits] max_pending_bytes)",
+                            self.caller.uid, self.caller.pid, self.caller.comm,
+                            self.writer.transport.get_write_buffer_size())
+                self.writer.transport.abort()
+            return
+        self.send({"jsonrpc": "2.0", "method": "changed", "params": params})
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
