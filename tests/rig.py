@@ -267,7 +267,7 @@ class Daemon:
                        "socket_mode": "0666"},
             "lvm": {"system_dir": str(sandbox.system_dir)},
             "access": {"query": [GROUP_ALL, GROUP_QUERY], "manage": [GROUP_ALL, GROUP_MANAGE],
-                       "destroy": [GROUP_ALL]},
+                       "destroy": [GROUP_ALL], "open": [GROUP_ALL]},
             "policy": {"devices": list(sandbox.loops)},
             "dbus": {"enabled": False},
         }
@@ -319,8 +319,33 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def fd_count(self) -> int:
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-# What the shell runner logs when it runs LVM by exec instead (supervisor/shell_runner.py).
+    def steady_fd_count(self, timeout: float = 10) -> int:
+        """A baseline for a leak check: the descriptor count once it reads the same twice
+        0.2 s apart, so that no passing step of the daemon is in it (a read cache
+        fingerprint holds each device open for a moment; a closed connection takes a
+        moment to close here too)."""
+        deadline = time.monotonic() + timeout
+        count = self.fd_count()
+        while True:
+            time.sleep(0.2)
+            again = self.fd_count()
+            if again == count or time.monotonic() > deadline:
+                return again
+            count = again
+
+    def settled_fd_count(self, expected: int, timeout: float = 5) -> int:
+        """The descriptor count once it equals ``expected`` (or after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (count := self.fd_count()) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return count
+
+
+# What the shell runner logs when it runs LVM by exec instead (supervisor/lvm/shell.py).
 SHELL_FELL_BACK = ("cannot start an LVM shell", "the LVM shell refuses the daemon's --config")
 
 
@@ -388,13 +413,42 @@ def ctl(user: str | None, socket_path: str, *args: str) -> subprocess.CompletedP
     return run_as(user, [str(VENV_BIN / "lvmsuperctl"), "--socket", socket_path, *args])
 
 
+@contextlib.contextmanager
+def running(sandbox: Sandbox, name: str, **sections: dict[str, Any]) -> Iterator[Daemon]:
+    """A daemon of its own for one test (config ``sections`` as ``Daemon`` takes them)."""
+    d = Daemon(sandbox, name, **sections).start(timeout=120 if has_device_mapper() else 10)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def wait_for_change(client: Any, kind: str, name: str,
+                    timeout: float) -> tuple[dict[str, Any], float]:
+    """The first ``changed`` notification (params) that names (kind, name), and how
+    many seconds it took; fails after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        left = started + timeout - time.monotonic()
+        assert left > 0, f"no notification for {kind} {name} within {timeout} s"
+        params = client.next_notification(timeout=left)
+        if {"type": kind, "name": name} in named(params.get("objects", [])):
+            return params, time.monotonic() - started
+
+
+def named(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A notification's objects as type and name (without their seqno)."""
+    return [{"type": o["type"], "name": o["name"]} for o in objects]
+
+
 def gid_of(group: str) -> int:
     return grp.getgrnam(group).gr_gid
 
 
 __all__ = ["Sandbox", "Daemon", "Raw", "need_system", "system_ready", "etc_restored",
            "create_users", "run_as", "python_as", "ctl", "USERS", "GROUP_ALL",
-           "GROUP_QUERY", "GROUP_MANAGE", "ETC_FILES", "REPO", "VENV_BIN", "gid_of"]
+           "GROUP_QUERY", "GROUP_MANAGE", "ETC_FILES", "REPO", "VENV_BIN", "gid_of", "named",
+           "running", "wait_for_change"]
 
 
 # ---- faults real LVM will not produce on demand ------------------------------------------
@@ -451,6 +505,27 @@ def journald() -> Iterator[None]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def connect_as(path: str, uid: int, gid: int, groups: list[int]) -> socket.socket:
+    """A Unix socket connected to ``path`` by a child with exactly these credentials
+    (the kernel records them at connect, for the life of the connection)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            sock.connect(path)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sock.close()
+        raise AssertionError(f"cannot connect to {path} as uid {uid}")
+    return sock
+
+
 def client_as(user: str, socket_path: str) -> Any:
     """A Client whose connection was made by a child process running as ``user``: the
     kernel records the peer credentials at connect time, so the daemon sees ``user``
@@ -474,21 +549,7 @@ def client_as(user: str, socket_path: str) -> Any:
                 "reconnect (it would connect as root)", socket=self.socket_path)
 
     kw = as_user(user)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgroups(kw["extra_groups"])
-            os.setgid(kw["group"])
-            os.setuid(kw["user"])
-            sock.connect(socket_path)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sock.close()
-        raise AssertionError(f"cannot connect to {socket_path} as {user}")
+    sock = connect_as(socket_path, kw["user"], kw["group"], kw["extra_groups"])
     client = BoundClient(socket_path)
     client._sock = sock
     return client

@@ -29,7 +29,7 @@ import rig
 from lvmsuper.client import Client, ConnectionFailed, InvalidRequest
 from lvmsuper.client.dbus import (BUS_NAME, INTERFACE, LIST_METHODS, OBJECT_PATH, member_name,
                                   params_to_dbus, signature_of)
-from lvmsuper.supervisor.methods import METHODS
+from lvmsuper.supervisor.core.methods import METHODS
 
 pytestmark = pytest.mark.system
 
@@ -356,7 +356,7 @@ def test_introspection_shows_the_documented_interface(dd: rig.Daemon, bus: Bus) 
         result = "aa{sv}" if name in LIST_METHODS else "a{sv}"
         assert rows["." + member] == ["method", "a{sv}", result], member
     assert rows[".Changed"] == ["signal", "aa{sv}", "-"]
-    assert ".Subscribe" not in rows
+    assert rows[".Subscribe"] == ["method", "a{sv}", "a{sv}"]  # "I listen": the position
     for standard in ("org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer",
                      "org.freedesktop.DBus.Properties"):
         assert rows[standard][0] == "interface"
@@ -575,6 +575,13 @@ changed(dbus, 'lvchange', dict(lv='vgp/a', add_tags=['l1'], del_tags=['x']),
         'lvs', dict(names=['vgp/a']))
 changed(sock, 'lvchange', dict(lv='vgp/a', permission='r'), 'lvs', dict(names=['vgp/a']))
 changed(dbus, 'lvchange', dict(lv='vgp/a', permission='rw'), 'lvs', dict(names=['vgp/a']))
+# a batch (one LVM run): its answer {"lvs": [...]} against a read on the other transport
+batch = on(dbus, 'lvchange', lvs=['vgp/a', 'vgp/c'], add_tags=['IU_1&44&', 'MD_2'])
+pairs.append(['lvchange', {'result': batch.get('result')},
+              on(sock, 'lvs', names=['vgp/a', 'vgp/c'])])
+batch = on(sock, 'lvchange', lvs=['vgp/a', 'vgp/c'], del_tags=['IU_1&44&', 'MD_2'])
+pairs.append(['lvchange', {'result': batch.get('result')},
+              on(dbus, 'lvs', names=['vgp/a', 'vgp/c'])])
 changed(dbus, 'lvrename', dict(lv='vgp/a', new_name='a2'), 'lvs', dict(names=['vgp/a2']))
 changed(sock, 'lvrename', dict(lv='vgp/a2', new_name='a'), 'lvs', dict(names=['vgp/a']))
 changed(dbus, 'vgrename', dict(vg='vgp', new_name='vgx'), 'vgs', dict(names=['vgx']))
@@ -602,7 +609,10 @@ twin('vgremove', dict(vg='vgr1'), dict(vg='vgr2'), {'vgr2': 'vgr1'})
 twin('pvremove', dict(devices=[d2]), dict(devices=[d3]), {d3: d2})
 out['reads'] = [both('ping'), both('version'), both('pvs'), both('pvs', vg='vgp'),
                 both('vgs'), both('lvs'), both('lvs', vg='vgp'), both('lvs', tags=['y=z']),
-                both('report'), both('report', vg='vgp'), both('jobs'),
+                both('report'), both('report', vg='vgp'), both('vgck', vg='vgp'),
+                both('pvs', scan_devices=[d0, d1]), both('jobs'),
+                # shared VGs: none here (no lvmlockd): nothing started or stopped
+                both('lockstart'), both('lockstop'),
                 both('job_status', job=job['result']['job'])]
 out['errors'] = [both('vgs', names=['nope']), both('lvs', names=['vgp/nope']),
                  both('lvcreate', vg='nope', name='x', size=2**20),
@@ -614,8 +624,12 @@ out['errors'] = [both('vgs', names=['nope']), both('lvs', names=['vgp/nope']),
                  both('pvremove', devices=[d0]), both('vgremove', vg='vgp'),
                  both('vgreduce', vg='vgp', devices=[d3]),
                  both('lvrename', lv='vgp/nope', new_name='z'),
+                 both('lv_open', lv='vgp/nope', mode='r'), both('lv_open', lv='vgp/a', mode='w'),
                  both('vgrename', vg='nope', new_name='vgz'),
-                 both('pvresize', device=d3), both('pvchange', device=d3, add_tags=['q'])]
+                 both('pvresize', device=d3), both('pvchange', device=d3, add_tags=['q']),
+                 both('lvchange', lvs=['vgp/a', 'vgq/a'], activate=False),
+                 both('lvs', scan_devices=['/etc/passwd']), both('vgck', vg='nope'),
+                 both('lockstart', vg='vgp'), both('lockstop', vg='nope')]
 # what needs device-mapper: on a kernel without it, LVM's own typed failure from both;
 # with it, created on one transport and read back on the other
 if has_dm:
@@ -691,6 +705,10 @@ def test_parity_with_the_socket(dd: rig.Daemon, bus: Bus, lvm: rig.Sandbox) -> N
     names = [a["error"] for a, _ in out["errors"]]
     assert names[:8] == ["NotFound", "NotFound", "NotFound", "AlreadyExists",
                          "InvalidRequest", "InvalidRequest", "InvalidRequest", "NotFound"]
+    assert names[-5:] == ["InvalidRequest", "InvalidRequest", "NotFound",
+                          "InvalidRequest", "NotFound"]  # ..., lockstart/lockstop
+    assert out["errors"][-5][0]["data"]["field"] == "lvs[1]"
+    assert out["errors"][-2][0]["data"]["field"] == "vg"  # vgp is not shared
     for a, b in out["dm"]:
         assert a == b, (a, b)
     if not has_dm:
@@ -737,17 +755,81 @@ out['subscribe'] = call(dbus, 'subscribe')
 other = Client(transport='dbus')
 out['lvcreate'] = call(other, 'lvcreate', vg='vgs1', name='sig', size=4 * 2**20)
 deadline = time.monotonic() + 10
-while not dbus.notifications and time.monotonic() < deadline:
+def ours():
+    return [n for n in dbus.notifications if n['params'].get('source') == 'lvmsuper']
+while not ours() and time.monotonic() < deadline:
     time.sleep(0.01)
+time.sleep(0.5)  # a second one, if there were one, would be here by now
 out['notifications'] = dbus.notifications
 """
     out = py(ADMIN, code, dd, bus)
-    assert out["subscribe"] == {"result": {}}
+    assert set(out["subscribe"]["result"]) == {"boot", "seq"}
     assert "result" in out["lvcreate"]
-    (note,) = out["notifications"]
+    # the test's own setup (LVM run by hand) may be told too, as external changes
+    (note,) = [n for n in out["notifications"] if n["params"].get("source") == "lvmsuper"]
     assert note["method"] == "changed"
-    assert {"type": "lv", "name": "vgs1/sig"} in note["params"]["objects"]
-    assert {"type": "vg", "name": "vgs1"} in note["params"]["objects"]
+    assert isinstance(note["params"]["seq"], int) and note["params"]["boot"]
+    assert {"type": "lv", "name": "vgs1/sig"} in rig.named(note["params"]["objects"])
+    assert {"type": "vg", "name": "vgs1"} in rig.named(note["params"]["objects"])
+
+
+FORGE = """
+import asyncio
+from dbus_next.aio import MessageBus
+from dbus_next import Message, MessageType
+from lvmsuper.client.dbus import to_dbus
+
+out['subscribe'] = call(dbus, 'subscribe')
+me = dbus._dbus._conn._bus.unique_name
+
+async def forge():
+    bus = await MessageBus(bus_address=os.environ['DBUS_SYSTEM_BUS_ADDRESS']).connect()
+    objects = [to_dbus({'type': 'vg', 'name': 'forged'})]
+    for dest in (me, None):  # straight to the subscriber (past match rules), and broadcast
+        await bus.send(Message(message_type=MessageType.SIGNAL, destination=dest,
+                               path='/org/lvmsuper/Supervisor1',
+                               interface='org.lvmsuper.Supervisor1', member='Changed',
+                               signature='aa{sv}', body=[objects]))
+    # A round trip to the bus after them: the bus has queued the forged signals for
+    # the subscriber, so they reach it before anything sent to it from now on.
+    reply = await bus.call(Message(destination='org.freedesktop.DBus',
+                                   path='/org/freedesktop/DBus',
+                                   interface='org.freedesktop.DBus', member='GetId'))
+    out['round_trip'] = reply.message_type.name
+    bus.disconnect()
+
+asyncio.run(forge())
+other = Client(transport='dbus')
+out['lvcreate'] = call(other, 'lvcreate', vg='vgf', name='real', size=4 * 2**20)
+real = {'type': 'lv', 'name': 'vgf/real'}
+deadline = time.monotonic() + 10
+def named(objects):
+    return [{'type': o['type'], 'name': o['name']} for o in objects]
+while (not any(real in named(n['params']['objects']) for n in dbus.notifications)
+       and time.monotonic() < deadline):
+    time.sleep(0.01)
+out['notifications'] = dbus.notifications
+"""
+
+
+def test_forged_changed_signals_are_not_delivered(dd: rig.Daemon, bus: Bus,
+                                                  lvm: rig.Sandbox) -> None:
+    """Another connection sends `Changed` with our path and interface, to the
+    subscriber directly and as a broadcast: the client drops it; the daemon's own
+    `Changed` (sent by the name's owner) is delivered."""
+    lvm.lvm("pvcreate", lvm.loops[0])
+    lvm.lvm("vgcreate", "vgf", lvm.loops[0])
+    out = py(ADMIN, FORGE, dd, bus)
+    assert set(out["subscribe"]["result"]) == {"boot", "seq"}
+    assert out["round_trip"] == "METHOD_RETURN"
+    assert "result" in out["lvcreate"]
+    # The forged signals reached the subscriber's connection before the real one.
+    # (the test's own setup, LVM run by hand, may be told as well: as external)
+    notes = out["notifications"]
+    assert not any({"type": "vg", "name": "forged"} in rig.named(n["params"]["objects"])
+                   for n in notes)
+    (note,) = [n for n in notes if n["params"].get("source") == "lvmsuper"]
+    assert {"type": "lv", "name": "vgf/real"} in rig.named(note["params"]["objects"])
 
 
 def test_no_traceback_ever_reaches_the_caller(dd: rig.Daemon, bus: Bus) -> None:
@@ -797,7 +879,7 @@ def test_no_traceback_ever_reaches_the_caller(dd: rig.Daemon, bus: Bus) -> None:
     names = [name for name, _ in replies]
     invalid = "org.lvmsuper.Error.InvalidRequest"
     assert names == [invalid, invalid, invalid, invalid, invalid,
-                     "org.freedesktop.DBus.Error.UnknownMethod",
+                     None,  # Subscribe: the stream's position (it once was no member)
                      "org.freedesktop.DBus.Error.UnknownObject",
                      "org.freedesktop.DBus.Error.UnknownProperty", None]
     assert "takes one a{sv}" in replies[0][1]
@@ -867,6 +949,7 @@ ACTION_DEFAULTS = {
     "org.lvmsuper.query": ("auth_admin", "auth_admin", "yes"),
     "org.lvmsuper.manage": ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep"),
     "org.lvmsuper.destroy": ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep"),
+    "org.lvmsuper.open": ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep"),
 }
 
 
@@ -952,6 +1035,104 @@ def test_shipped_example_rules_grant_the_lvmsuper_group(dd: rig.Daemon, bus: Bus
     refused = calls(OUT, dd, bus, [("vgs", {}), ("pvcreate", {"devices": [d0]})])
     assert [o.get("error") for o in refused] == ["PermissionDenied"] * 2, refused
     assert lvm.report("pv", "pv_name") == []
+
+
+SCOPED_GROUP, SCOPED_USER = "lvmst-vdsm", "lvmst-scoped"
+SCOPED_RULES = "/etc/polkit-1/rules.d/61-lvmsuper-scoped-test.rules"
+DETAILS_RULES = "/etc/polkit-1/rules.d/05-lvmsuper-details-test.rules"
+# logs every lvmsuper check's details (and decides nothing)
+DETAILS_LOGGER = """\
+polkit.addRule(function(action, subject) {
+    if (action.id.indexOf("org.lvmsuper.") == 0)
+        polkit.log("lvmsuper-details " + action.id + " method=" + action.lookup("method") +
+                   " vg=" + action.lookup("vg") + " lv=" + action.lookup("lv") +
+                   " devices=" + action.lookup("devices"));
+    return polkit.Result.NOT_HANDLED;
+});
+"""
+
+
+@pytest.fixture
+def scoped_member(users: object) -> Iterator[str]:
+    """A throwaway user in a throwaway group (and in no group the other rules name);
+    /etc/passwd, group, shadow and gshadow are restored byte for byte afterwards."""
+    with rig.etc_restored(*rig.ETC_FILES):
+        try:
+            grp.getgrnam(SCOPED_GROUP)
+        except KeyError:
+            subprocess.run(["groupadd", "--system", SCOPED_GROUP], check=True)
+        try:
+            pwd.getpwnam(SCOPED_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh",
+                            "--groups", SCOPED_GROUP, SCOPED_USER], check=True)
+        yield SCOPED_USER
+
+
+def _rules_loaded(polkit: Polkitd, before: int) -> None:
+    """polkitd reloaded its rules (it watches the directory) since ``before`` reloads,
+    with every file now there."""
+    files = [p for d in ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")
+             for p in Path(d).glob("*.rules")]
+    want = f"Finished loading, compiling and executing {len(files)} rules"
+    deadline = time.monotonic() + 20
+    while not (polkit.log().count("Finished loading") > before and
+               polkit.log().rstrip().splitlines()[-1].endswith(want)):
+        assert time.monotonic() < deadline, polkit.log()[-2000:]
+        time.sleep(0.1)
+
+
+def test_polkit_rules_scope_a_group_to_vgs_by_name(dd: rig.Daemon, bus: Bus, polkit: Polkitd,
+                                                   lvm: rig.Sandbox,
+                                                   scoped_member: str) -> None:
+    """The shipped polkit/60-lvmsuper-scoped.rules (its group made a test group), in a
+    real polkitd: its member may act on VGs whose names start with "sd-" and is refused
+    (PermissionDenied) on another VG, also where only the plan names it (a rename out
+    of the prefix); every check carries the details method, vg, lv and devices."""
+    l0, l1, l2, _ = lvm.loops
+    lvm.lvm("pvcreate", l0, l1)
+    lvm.lvm("vgcreate", "sd-a", l0)
+    lvm.lvm("vgcreate", "other", l1)
+    shipped = (rig.REPO / "polkit/60-lvmsuper-scoped.rules").read_text()
+    assert 'subject.isInGroup("vdsm")' in shipped and 'vg.indexOf("sd-") == 0' in shipped
+    with rig.etc_restored(SCOPED_RULES, DETAILS_RULES):
+        reloads = polkit.log().count("Finished loading")
+        Path(SCOPED_RULES).write_text(shipped.replace('"vdsm"', f'"{SCOPED_GROUP}"'))
+        Path(DETAILS_RULES).write_text(DETAILS_LOGGER)
+        for path in (SCOPED_RULES, DETAILS_RULES):
+            os.chmod(path, 0o644)
+        _rules_loaded(polkit, reloads)
+        logged = len(polkit.log())
+        out = calls(scoped_member, dd, bus, [
+            ("lvcreate", {"vg": "sd-a", "name": "mine", "size": 4 * MiB}),   # 0: allowed
+            ("lvs", {"vg": "sd-a"}),                                        # 1: allowed
+            ("vgextend", {"vg": "sd-a", "devices": [l2]}),                  # 2: allowed
+            ("lvcreate", {"vg": "other", "name": "x", "size": 4 * MiB}),    # 3: refused
+            ("lvs", {"vg": "other"}),                                       # 4: refused
+            ("vgrename", {"vg": "sd-a", "new_name": "escaped"}),            # 5: refused
+            ("vgchange", {"vg": "other", "add_tags": ["x"]}),               # 6: refused
+            ("vgs", {}),                                                    # 7: refused
+        ])
+        details = polkit.log()[logged:]
+        reloads = polkit.log().count("Finished loading")
+    _rules_loaded(polkit, reloads)  # the test's rules gone again
+    assert [list(o) for o in out[:3]] == [["result"]] * 3, out
+    assert out[0]["result"]["full_name"] == "sd-a/mine"
+    assert [o.get("error") for o in out[3:]] == ["PermissionDenied"] * 5, out
+    assert out[5]["data"].get("object_name") == "escaped", out[5]
+    assert lvm.report("vg", "vg_name", "sd-a")  # not renamed
+    assert sorted(r["lv_full_name"] for r in lvm.report("lv", "lv_full_name")) == ["sd-a/mine"]
+    assert lvm.report("vg", "vg_tags", "other") == [{"vg_tags": ""}]
+    lines = [ln.split("lvmsuper-details ", 1)[1] for ln in details.splitlines()
+             if "lvmsuper-details " in ln]
+    for want in ["org.lvmsuper.manage method=lvcreate vg=sd-a lv=sd-a/mine devices=",
+                 "org.lvmsuper.query method=lvs vg=sd-a lv= devices=",
+                 f"org.lvmsuper.manage method=vgextend vg=sd-a lv= devices={l2}",
+                 "org.lvmsuper.manage method=lvcreate vg=other lv=other/x devices=",
+                 "org.lvmsuper.manage method=vgrename vg=sd-a lv= devices=",
+                 "org.lvmsuper.manage method=vgrename vg=escaped lv= devices=",
+                 "org.lvmsuper.query method=vgs vg= lv= devices="]:
+        assert want in lines, (want, lines)
 
 
 # ---- [dbus] enabled -------------------------------------------------------------------

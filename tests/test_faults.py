@@ -63,8 +63,11 @@ class Faulty:
         fake = rig.fake_lvm(sandbox, "fault", before=_MODES.format(
             mode=self.mode_file, lvm=rig.LVM, huge=HUGE, introspect=self.introspect))
         self.fake = fake
-        # lvm.timeout 1 s: a change that runs longer must still never be killed
-        self.daemon = rig.Daemon(sandbox, "fault", lvm={"binary": fake, "timeout": 1},
+        # lvm.timeout 1 s: a change that runs longer must still never be killed. The
+        # read cache is off: these faults change what LVM answers while the devices do
+        # not change, and every read here must reach the (faulty) LVM
+        self.daemon = rig.Daemon(sandbox, "fault", lvm={"binary": fake, "timeout": 1,
+                                                        "cache": False},
                                  jobs={"keep": 60}).start()
 
     def mode(self, name: str) -> None:
@@ -257,7 +260,8 @@ def test_missing_or_non_executable_binary(sandbox: rig.Sandbox, users: object,
     binary = sandbox.dir / "vanishing-lvm"
     binary.write_text(f'#!/bin/sh\nexec {rig.LVM} "$@"\n')
     binary.chmod(0o755)
-    d = rig.Daemon(sandbox, "vanish", lvm={"binary": str(binary)}).start()
+    # cache off: an unchanged state would be answered from memory, without the binary
+    d = rig.Daemon(sandbox, "vanish", lvm={"binary": str(binary), "cache": False}).start()
     try:
         with Client(d.socket) as c:
             assert c.pvs() == []

@@ -16,7 +16,7 @@ import rig
 from lvmsuper.client import (LV, PV, VG, AlreadyExists, Client, InvalidRequest, LvmFailed,
                              LvmSuperError, NotFound, PermissionDenied)
 from lvmsuper.client.models import to_wire
-from lvmsuper.supervisor.lvmcmd import LV_FIELDS, PV_FIELDS, VG_FIELDS
+from lvmsuper.supervisor.lvm.argv import LV_FIELDS, PV_FIELDS, VG_FIELDS
 
 pytestmark = pytest.mark.system
 MiB = 2**20
@@ -210,7 +210,7 @@ def _none_if_empty(value: str) -> str | None:
 
 Conv = Callable[[str], Any]
 # The result objects' keys -> (LVM report field, conversion), written out here on their
-# own (not taken from supervisor/report.py), so a conversion bug there cannot hide.
+# own (not taken from supervisor/lvm/report.py), so a conversion bug there cannot hide.
 EXPECTED: dict[str, dict[str, tuple[str, Conv]]] = {
     "pv": {"name": ("pv_name", str), "uuid": ("pv_uuid", str),
            "vg": ("vg_name", _none_if_empty), "size": ("pv_size", int),
@@ -220,7 +220,8 @@ EXPECTED: dict[str, dict[str, tuple[str, Conv]]] = {
            "allocatable": ("pv_allocatable", _flag), "exported": ("pv_exported", _flag),
            "missing": ("pv_missing", _flag), "tags": ("pv_tags", _items),
            "mda_count": ("pv_mda_count", int), "mda_free": ("pv_mda_free", int),
-           "attr": ("pv_attr", str)},
+           "attr": ("pv_attr", str), "vg_uuid": ("vg_uuid", _none_if_empty),
+           "mda_used_count": ("pv_mda_used_count", int)},
     "vg": {"name": ("vg_name", str), "uuid": ("vg_uuid", str), "size": ("vg_size", int),
            "free": ("vg_free", int), "extent_size": ("vg_extent_size", int),
            "extent_count": ("vg_extent_count", int), "free_count": ("vg_free_count", int),
@@ -230,9 +231,11 @@ EXPECTED: dict[str, dict[str, tuple[str, Conv]]] = {
            "resizable": ("vg_extendable", _flag), "exported": ("vg_exported", _flag),
            "partial": ("vg_partial", _flag), "shared": ("vg_shared", _flag),
            "lock_type": ("vg_lock_type", _none_if_empty),
+           "lock_args": ("vg_lock_args", _none_if_empty),
            "system_id": ("vg_systemid", _none_if_empty), "tags": ("vg_tags", _items),
            "mda_count": ("vg_mda_count", int), "mda_free": ("vg_mda_free", int),
-           "attr": ("vg_attr", str)},
+           "attr": ("vg_attr", str), "mda_size": ("vg_mda_size", int),
+           "pvs": ("pv_name", lambda name: [name])},  # one row per PV: all of them
     "lv": {"name": ("lv_name", str), "vg": ("vg_name", str),
            "full_name": ("lv_full_name", str), "uuid": ("lv_uuid", str),
            "path": ("lv_path", _none_if_empty), "size": ("lv_size", int),
@@ -242,26 +245,48 @@ EXPECTED: dict[str, dict[str, tuple[str, Conv]]] = {
            "data_percent": ("data_percent", lambda v: float(v) if v else None),
            "metadata_percent": ("metadata_percent", lambda v: float(v) if v else None),
            "devices": ("devices", _devices), "tags": ("lv_tags", _items),
-           "attr": ("lv_attr", str)},
+           "attr": ("lv_attr", str),
+           "open": ("lv_device_open", {"1": True, "0": False, "-1": None}.__getitem__),
+           "lock_args": ("lv_lockargs", _none_if_empty),
+           "segments": ("seg_start_pe", lambda start: [])},  # from the rows, below
 }
+# report fields read for a key mapped above from another field, or for no key (vg_tags:
+# a scoped caller's read is filtered by its VG's tags)
+AUX = {"pv": {"vg_tags"}, "vg": set(), "lv": {"seg_size_pe", "vg_tags"}}
+
+
+def _segment(row: dict[str, str]) -> dict[str, Any]:
+    """``devices`` "/dev/loop0(5),/dev/loop1(0)": each PV and its first extent."""
+    pvs = [{"name": item[:item.index("(")], "start": int(item[item.index("(") + 1:-1])}
+           for item in row["devices"].split(",") if item]
+    return {"lv_start": int(row["seg_start_pe"]), "extents": int(row["seg_size_pe"]),
+            "pvs": pvs}
 DAEMON_FIELDS = {"pv": PV_FIELDS, "vg": VG_FIELDS, "lv": LV_FIELDS}
 KIND = {PV: "pv", VG: "vg", LV: "lv"}
 
 
 def lvm_reports(sandbox: rig.Sandbox, kind: str, name: str) -> dict[str, Any]:
     """One PV/VG/LV as LVM run directly as root reports it, with the daemon's fields."""
-    from lvmsuper.supervisor.report import parse_document  # the pure JSON reader
+    from lvmsuper.supervisor.lvm.report import parse_document  # the pure JSON reader
 
     mapping = EXPECTED[kind]
-    assert {field for field, _ in mapping.values()} == set(DAEMON_FIELDS[kind])
+    assert {field for field, _ in mapping.values()} | AUX[kind] == set(DAEMON_FIELDS[kind])
     out = sandbox.lvm(f"{kind}s", "--reportformat", "json", "--units", "b", "--nosuffix",
                       "--binary", "-o", ",".join(DAEMON_FIELDS[kind]), name).stdout
     rows = parse_document(out).reports.get(kind, [])
     assert rows, f"LVM reports no {kind} {name}"
     obj = {key: conv(rows[0][field]) for key, (field, conv) in mapping.items()}
-    for row in rows[1:]:  # an LV has one row per segment; its devices are all of them
+    for row in rows[1:]:
+        if kind == "vg":  # a VG has one row per PV
+            assert row["vg_uuid"] == obj["uuid"]
+            obj["pvs"] += [row["pv_name"]]
+            continue
+        # an LV has one row per segment; its devices are all of them
         assert row["lv_uuid"] == obj["uuid"]
         obj["devices"] += [d for d in _devices(row["devices"]) if d not in obj["devices"]]
+    if kind == "lv":
+        obj["segments"] = sorted((_segment(row) for row in rows),
+                                 key=lambda seg: seg["lv_start"])
     attr = obj["attr"]
     if kind == "pv":  # the flags agree with LVM's own attr string too
         assert (obj["allocatable"], obj["exported"], obj["missing"]) == (

@@ -24,7 +24,8 @@ def test_wheel_contains_every_module(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("lvmsuper-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder, package in (("client", "lvmsuper/client"), ("supervisor", "lvmsuper/supervisor")):
-        sources = sorted(p.name for p in (REPO / folder).rglob("*.py"))
+        sources = sorted(str(p.relative_to(REPO / folder))
+                         for p in (REPO / folder).rglob("*.py") if "__pycache__" not in p.parts)
         assert sources, folder
         for name in sources:
             assert f"{package}/{name}" in names, f"{package}/{name} missing from the wheel"

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 import rig
 from lvmsuper.client import Client, LvmFailed, LvmSuperError
-from lvmsuper.supervisor import lvmcmd
-from lvmsuper.supervisor.lvm import Lvm
-from lvmsuper.supervisor.runner import ExecRunner
-from lvmsuper.supervisor.shell_runner import (PROFILE, ShellRunner, shell_config,
+from lvmsuper.supervisor.lvm import argv as lvmcmd
+from lvmsuper.supervisor.lvm.calls import Lvm
+from lvmsuper.supervisor.lvm.runner import ExecRunner
+from lvmsuper.supervisor.lvm.shell import (PROFILE, ShellRunner, shell_config,
                                               shell_line, shell_word)
 
 MiB = 2**20

@@ -59,10 +59,10 @@ def test_socket_has_configured_mode_and_group(daemon: rig.Daemon) -> None:
 
 def test_socket_is_private_from_bind_to_chmod(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The daemon's own bind (supervisor/server.py bind_socket) creates the socket under
+    """The daemon's own bind (supervisor/transports/unix.py bind_socket) creates the socket under
     umask 0177: owner-only from the moment it exists, through chown, until the chmod to
     the configured mode. Observed with hooks on bind, chown and chmod."""
-    from lvmsuper.supervisor.server import bind_socket
+    from lvmsuper.supervisor.transports.unix import bind_socket
 
     path = str(tmp_path / "run" / "d.sock")
     seen: list[tuple[str, int, int]] = []  # (step, umask in effect, socket mode)

@@ -62,11 +62,21 @@ def unit_copies() -> Iterator[Path]:
 def test_units_verify(unit_copies: Path) -> None:
     analyze = _tool("systemd-analyze")
     # With man pages checked (the default): a Documentation= man: page that does not
-    # exist would be reported.
+    # exist would be reported. The pages are the ones tools/manpages.py writes (what the
+    # package installs), found through MANPATH.
+    manpath = unit_copies / "man"
+    pages = subprocess.run([str(rig.VENV_BIN / "python"), str(rig.REPO / "tools/manpages.py"),
+                            str(manpath / "pages")], capture_output=True, text=True, timeout=60)
+    assert pages.returncode == 0, pages.stderr
+    for page in (manpath / "pages").iterdir():
+        section = manpath / f"man{page.suffix[1:]}"
+        section.mkdir(exist_ok=True)
+        page.rename(section / page.name)
     out = subprocess.run([analyze, "verify",
                           str(unit_copies / "lvmsuper.socket"),
                           str(unit_copies / "lvmsuper.service")],
-                         capture_output=True, text=True, timeout=60, cwd=unit_copies)
+                         capture_output=True, text=True, timeout=60, cwd=unit_copies,
+                         env={**os.environ, "MANPATH": str(manpath)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "lvmsuper" not in out.stderr, out.stderr  # no warnings about our units
 
@@ -92,9 +102,42 @@ def test_unit_contract() -> None:
                 "ProcSubset=pid", "ProtectProc=ptraceable", "User=", "Group=",
                 "DynamicUser=yes"):
         assert not re.search(rf"^{re.escape(bad)}", service, re.M), bad
-    # No Documentation= that does not exist: no man page ships, the README does.
+    # Documentation= names the man page (tools/manpages.py writes it) and the README.
     for unit in (sock, service):
-        assert "man:" not in "".join(re.findall(r"^Documentation=.*$", unit, re.M))
+        docs = " ".join(re.findall(r"^Documentation=(.*)$", unit, re.M)).split()
+        assert docs == ["man:lvmsuperd(8)", "file:/usr/share/doc/lvmsuper/README.md"], docs
+    # Shared VGs: after lvmlockd and sanlock, but never pulling them in (hosts without
+    # shared VGs run neither).
+    after = " ".join(re.findall(r"^After=(.*)$", service, re.M)).split()
+    assert {"lvmlockd.service", "sanlock.service"} <= set(after)
+    pulls = " ".join(re.findall(r"^(?:Wants|Requires|BindsTo|Requisite)=(.*)$", service, re.M))
+    assert "lvmlockd" not in pulls and "sanlock" not in pulls
+
+
+def test_unit_starts_without_run_lvm() -> None:
+    """Where /run/lvm and /run/lock/lvm do not exist yet (lvm2 installed after boot, no
+    LVM command since), the unit makes them as lvm2's tmpfiles.d file declares them,
+    outside its sandbox, and a path still missing does not fail the start."""
+    service = (UNITS / "lvmsuper.service").read_text()
+    assert re.search(r"^ExecStartPre=\+-/bin/systemd-tmpfiles --create lvm2\.conf$", service,
+                     re.M)
+    (paths,) = re.findall(r"^ReadWritePaths=(.*)$", service, re.M)
+    assert {"-/run/lvm", "-/run/lock/lvm"} <= set(paths.split())
+    tmpfiles = Path("/usr/lib/tmpfiles.d/lvm2.conf")
+    rig.need_system(tmpfiles.exists(), "needs lvm2's tmpfiles.d file (package lvm2)")
+    declared = {line.split()[1] for line in tmpfiles.read_text().splitlines()
+                if line.startswith("d ")}
+    assert {"/run/lvm", "/run/lock/lvm"} <= declared
+    # what the ExecStartPre= does, in a throwaway root (where systemd-tmpfiles finds
+    # lvm2.conf by its name, as on the host): both made, 0700
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "usr/lib/tmpfiles.d").mkdir(parents=True)
+        shutil.copy(tmpfiles, Path(root) / "usr/lib/tmpfiles.d")
+        out = subprocess.run([_tool("systemd-tmpfiles"), f"--root={root}", "--create",
+                              "lvm2.conf"], capture_output=True, text=True, timeout=60)
+        for path in ("run/lvm", "run/lock/lvm"):
+            made = Path(root) / path
+            assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700, (path, out.stderr)
 
 
 # Device-mapper targets LVM's target_present() would modprobe (and fail without, as the
@@ -151,7 +194,7 @@ HIDEPID = {"default": None, "noaccess": "noaccess", "invisible": "invisible",
            "ptraceable": "ptraceable"}
 COMM_AS_THE_UNIT_SEES_IT = """\
 import sys
-from lvmsuper.supervisor.auth import process_name
+from lvmsuper.supervisor.core.auth import process_name
 print(process_name(int(sys.argv[1])))
 """
 
@@ -511,6 +554,45 @@ def test_notify_ready_status_watchdog_stopping(sandbox: rig.Sandbox, users: obje
         # handlers are gone and end it with the signal instead of exit 0.
         assert proc.wait_exit(5) == 0, proc.log()
         assert not os.path.exists(own), "own socket left behind"
+    finally:
+        listener.close()
+
+
+def test_watchdog_stays_armed_while_stop_waits_for_a_change(
+        sandbox: rig.Sandbox, lvm: rig.Sandbox, users: object, workdir: Path,
+        procs: list[Proc]) -> None:
+    """A stop waits for running changes (a pvmove may take hours): WATCHDOG=1 goes on
+    until the daemon exits, or systemd's watchdog would kill it mid-change (found in the
+    full-system tier: SIGABRT to the daemon, SIGKILL to LVM)."""
+    listener = NotifyListener(workdir / "notify.sock")
+    slow = rig.fake_lvm(sandbox, "stopdog", slow={"pvcreate": 3})
+    try:
+        cfg, own = config(sandbox, workdir, sections={"lvm": {"binary": slow}})
+        env = {**BASE_ENV, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}
+        proc = Proc([str(LVMSUPERD), "--config", str(cfg)], workdir / "stopdog.log", env)
+        procs.append(proc)
+        listener.wait_for(lambda m: "READY=1" in lines(m), 10)
+        conn = rig.Raw(own)
+        job = conn.request("pvcreate", {"devices": [lvm.loops[0]], "wait": 0})
+        assert set(job["result"]) == {"job"}, job
+        conn.close()
+        deadline = time.monotonic() + 10
+        while not any(c[:2] == ("start", "pvcreate") for c in rig.calls(sandbox, "stopdog")):
+            assert time.monotonic() < deadline, "pvcreate never started"
+            time.sleep(0.05)
+        proc.popen.send_signal(signal.SIGTERM)
+        listener.wait_for(lambda m: "STOPPING=1" in lines(m), 5)
+        listener.messages.clear()
+        time.sleep(1.5)
+        assert proc.popen.poll() is None, "the stop did not wait for the change"
+        listener.sock.settimeout(0.01)
+        with contextlib.suppress(socket.timeout, BlockingIOError):
+            while True:
+                listener.messages.append(listener.sock.recv(4096).decode())
+        pings = sum("WATCHDOG=1" in lines(m) for m in listener.messages)
+        assert pings >= 3, listener.messages  # every 0.2 s while the change runs
+        assert proc.wait_exit(15) == 0, proc.log()
+        assert lvm.report("pv", "pv_name") == [{"pv_name": lvm.loops[0]}]
     finally:
         listener.close()
 

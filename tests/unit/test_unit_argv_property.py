@@ -20,7 +20,7 @@ it, and:
 - a read never runs a mutating command; a refused request (InvalidRequest) never ran
   one either; nothing ends as ``Internal``.
 
-Pure: no root, no LVM, no sockets. ``validate.device`` is replaced by its syntax and
+Pure: no root, no LVM, no sockets. ``validate.resolve_device`` is replaced by
 /dev-containment checks (the block-device test needs real devices; it is not about argv
 shape and is covered in test_unit_validate).
 """
@@ -41,13 +41,14 @@ from hypothesis import strategies as st
 
 from lvmsuper.client.errors import Internal, InvalidRequest, LvmSuperError
 from lvmsuper.client.protocol import BadLine, LineCodec, make_request, parse_request
-from lvmsuper.supervisor import lvmcmd, validate
-from lvmsuper.supervisor.auth import Caller, Role
+from lvmsuper.supervisor.core import validate
+from lvmsuper.supervisor.lvm import argv as lvmcmd
+from lvmsuper.supervisor.core.auth import Caller, Role
 from lvmsuper.supervisor.config import Config
-from lvmsuper.supervisor.lvm import Lvm
-from lvmsuper.supervisor.methods import METHODS
-from lvmsuper.supervisor.runner import RunResult
-from lvmsuper.supervisor.service import Service
+from lvmsuper.supervisor.lvm.calls import Lvm
+from lvmsuper.supervisor.core.methods import METHODS
+from lvmsuper.supervisor.lvm.runner import RunResult
+from lvmsuper.supervisor.core.service import Service
 
 # ---- how LVM reads an argv --------------------------------------------------------
 
@@ -55,10 +56,13 @@ VALUE_OPTIONS = {"--config", "--reportformat", "--units", "-o", "--select", "--c
                  "--name", "--size", "--extents", "--type", "--virtualsize", "--thinpool",
                  "--addtag", "--deltag", "--activate", "--zero", "--contiguous", "--stripes",
                  "--stripesize", "--physicalextentsize", "--setphysicalvolumesize",
-                 "--allocatable", "--permission", "-i"}
+                 "--allocatable", "--permission", "-i", "--metadatasize", "--metadatacopies",
+                 "--metadataignore", "--setautoactivation", "--wipesignatures", "--devices",
+                 "--typeconfig", "--lockopt"}
 FLAG_OPTIONS = {"--nosuffix", "--binary", "--yes", "--force", "--snapshot", "--removemissing",
-                "--abort", "--ignoreactivationskip"}
-READS = {"pvs", "vgs", "lvs", "fullreport", "version"}
+                "--abort", "--ignoreactivationskip", "--refresh", "--shared", "--lockstart",
+                "--lockstop"}
+READS = {"pvs", "vgs", "lvs", "fullreport", "version", "vgck", "config"}
 
 
 def _pinned() -> set[str]:
@@ -72,20 +76,25 @@ def _pinned() -> set[str]:
 
 
 PINNED = _pinned()
-FIELD_LISTS = {",".join(f) for f in (lvmcmd.PV_FIELDS, lvmcmd.VG_FIELDS, lvmcmd.LV_FIELDS,
-                                      lvmcmd.LV_ONLY_FIELDS, lvmcmd.SEG_FIELDS)} | {"pvseg_start"}
+FIELD_LISTS = {",".join(f) for f in (lvmcmd.PV_FIELDS, lvmcmd.VG_FIELDS, lvmcmd.VG_ONLY_FIELDS,
+                                      lvmcmd.LV_FIELDS, lvmcmd.LV_ONLY_FIELDS,
+                                      lvmcmd.SEG_FIELDS)} | {"pvseg_start"}
 YN = {"y", "n"}
 # option -> its whole vocabulary (no caller text can be there)
 FIXED: dict[str, set[str]] = {
     "--config": PINNED, "--reportformat": {"json"}, "--units": {"b"},
-    "-o": FIELD_LISTS, "--configreport": {"pv", "lv", "seg", "pvseg"}, "--activate": YN,
+    "-o": FIELD_LISTS, "--configreport": {"pv", "lv", "seg", "pvseg"},
+    "--activate": YN | {"ey", "sy"},
     "--zero": YN, "--contiguous": YN, "--allocatable": YN, "-i": {"1"},
-    "--type": {"thin-pool", "thin"}, "--permission": {"r", "rw"}}
+    "--type": {"thin-pool", "thin"}, "--permission": {"r", "rw"},
+    "--metadatacopies": {"0", "1", "2"}, "--metadataignore": YN, "--setautoactivation": YN,
+    "--wipesignatures": YN, "--typeconfig": {"full"}, "--lockopt": {"shupdate,norefresh"}}
 SECTORS = re.compile(r"[1-9][0-9]*s\Z")
 # option -> the shape its (validated) value must have
 SHAPES: dict[str, re.Pattern[str]] = {
     "--size": SECTORS, "--virtualsize": SECTORS, "--stripesize": SECTORS,
     "--physicalextentsize": SECTORS, "--setphysicalvolumesize": SECTORS,
+    "--metadatasize": SECTORS, "--devices": re.compile(r"/dev/[^,\0\n]+\Z"),
     "--stripes": re.compile(r"[1-9][0-9]*\Z"),
     "--extents": re.compile(r"[1-9][0-9]*\Z|[1-9][0-9]{0,2}%(FREE|VG)\Z"),
     "--name": re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z"),
@@ -105,7 +114,9 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
     "permission": {("opt", "--permission")}, "stripes": {("opt", "--stripes")},
     "size": {("opt", "--size"), ("opt", "--setphysicalvolumesize")},
     "virtual_size": {("opt", "--virtualsize")}, "stripe_size": {("opt", "--stripesize")},
-    "extent_size": {("opt", "--physicalextentsize")}}
+    "extent_size": {("opt", "--physicalextentsize")},
+    "scan_devices": {("opt", "--devices")}, "metadata_size": {("opt", "--metadatasize")},
+    "metadata_copies": {("opt", "--metadatacopies")}}
 
 
 
@@ -129,7 +140,7 @@ class Positionals:
 
 
 _DEVICE_READ = Positionals(rest=("devices",), required=1)
-# (method, LVM command) -> its positionals. Derived from supervisor/methods.py (the
+# (method, LVM command) -> its positionals. Derived from supervisor/core/methods.py (the
 # handlers: the change, then the read of what it made) and lvm.py/lvmcmd.py (the report
 # builders); ``classify`` (NotFound/AlreadyExists after a failure) runs a fullreport of
 # everything, so "fullreport" takes no positional except for the ``report`` method. A
@@ -152,7 +163,9 @@ POSITIONALS: dict[tuple[str, str], Positionals] = {
     # the VG, or for a snapshot its origin as "vg/origin"; then the PVs to allocate from
     ("lvcreate", "lvcreate"): Positionals(fixed=(("vg", "vg/origin"),), rest=("devices",)),
     ("lvcreate", "lvs"): Positionals(fixed=(("vg/name",),)),
-    ("lvremove", "lvremove"): Positionals(fixed=(("lv",),)),
+    # one LV, or a batch of them (never both: exactly one of lv and lvs is given)
+    ("lvremove", "lvremove"): Positionals(fixed=(("lv", "lvs"),), rest=("lvs",)),
+    ("vgck", "vgck"): Positionals(fixed=(("vg",),)),
     ("lvresize", "lvs"): Positionals(fixed=(("lv",),)),
     ("lvresize", "lvresize"): Positionals(fixed=(("lv",),)),
     ("pvresize", "pvresize"): Positionals(fixed=(("device",),)),
@@ -168,10 +181,15 @@ POSITIONALS: dict[tuple[str, str], Positionals] = {
     ("vgrename", "vgs"): Positionals(fixed=(("new_name",),)),
     ("vgchange", "vgchange"): Positionals(fixed=(("vg",),)),
     ("vgchange", "vgs"): Positionals(fixed=(("vg",),)),
+    # one shared VG's lockspace, or (without vg) every shared VG's
+    ("lockstart", "vgchange"): Positionals(fixed=(("vg",),), required=0),
+    ("lockstart", "vgs"): Positionals(fixed=(("vg",),)),
+    ("lockstop", "vgchange"): Positionals(fixed=(("vg",),), required=0),
+    ("lockstop", "vgs"): Positionals(fixed=(("vg",),)),
     ("lvrename", "lvrename"): Positionals(fixed=(("lv.vg",), ("lv.lv",), ("new_name",))),
     ("lvrename", "lvs"): Positionals(fixed=(("lv.vg/new_name",),)),
-    ("lvchange", "lvchange"): Positionals(fixed=(("lv",),)),
-    ("lvchange", "lvs"): Positionals(fixed=(("lv",),)),
+    ("lvchange", "lvchange"): Positionals(fixed=(("lv", "lvs"),), rest=("lvs",)),
+    ("lvchange", "lvs"): Positionals(fixed=(("lv", "lvs"),), rest=("lvs",)),
     ("pvmove", "pvmove"): Positionals(fixed=(("source",), ("destination",)), required=1),
     ("pvmove", "pvs"): Positionals(fixed=(("source",),)),
     # after the move: the source PV's VG as LVM reported it (no caller value)
@@ -198,9 +216,18 @@ def ref_values(ref: str, params: dict[str, Any]) -> set[str]:
 def check_positionals(method: str, argv: Sequence[str], roles: Sequence[tuple[str, str]],
                       params: dict[str, Any]) -> None:
     """Each positional is a value of a parameter its index admits, for this command."""
+    if argv[0] == "config":  # the read cache asks LVM one setting of its own
+        assert [a for a, r in zip(argv, roles) if r == POS] == ["devices/scan_lvs",
+                                                                "devices/types"], argv
+        return
     schema = POSITIONALS.get((method, argv[0]))
     if schema is None and argv[0] == "fullreport":
         schema = Positionals()  # classify's report of everything
+    if schema is None and argv[0] == "pvs" and METHODS[method].change:
+        schema = Positionals(required=0)  # the PV report a change is checked against
+    if argv[0] == "pvs" and not [a for a, r in zip(argv, roles) if r == POS] \
+            and METHODS[method].change:
+        return  # that report names no object
     assert schema is not None, f"{method} ran {argv[0]}, which it has no reason to: {argv}"
     positionals = [arg for arg, role in zip(argv, roles) if role == POS]
     required = len(schema.fixed) if schema.required is None else schema.required
@@ -242,7 +269,7 @@ def caller_strings(params: Any, key: str = "") -> Iterator[tuple[str, str]]:
     for a size in sectors)."""
     if isinstance(params, str):
         yield key, params
-        if key in ("lv", "names") and "/" in params:  # "vg/lv": LVM may get the parts
+        if key in ("lv", "lvs", "names") and "/" in params:  # "vg/lv": LVM may get the parts
             for part in params.split("/"):
                 yield key, part
     elif isinstance(params, int) and not isinstance(params, bool):
@@ -297,14 +324,15 @@ def _row(fields: Sequence[str], values: dict[str, str]) -> dict[str, str]:
 PV_ROW = _row(lvmcmd.PV_FIELDS, {"pv_name": "/dev/loop0", "pv_uuid": "u1", "vg_name": "vg0",
                                  "pv_tags": "", "pv_attr": "a--", "pv_allocatable": "1"})
 VG_ROW = _row(lvmcmd.VG_FIELDS, {"vg_name": "vg0", "vg_uuid": "u2", "vg_permissions": "writeable",
-                                 "vg_lock_type": "", "vg_systemid": "", "vg_tags": "",
+                                 "vg_lock_type": "", "vg_lock_args": "", "vg_systemid": "", "vg_tags": "",
                                  "vg_attr": "wz--n-"})
 LV_ROW = _row(lvmcmd.LV_FIELDS, {"lv_name": "lv0", "vg_name": "vg0", "lv_full_name": "vg0/lv0",
                                  "lv_uuid": "u3", "lv_path": "/dev/vg0/lv0",
                                  "lv_size": str(2**30), "segtype": "linear", "lv_active": "",
                                  "origin": "", "pool_lv": "", "data_percent": "",
                                  "metadata_percent": "", "devices": "/dev/loop0(0)",
-                                 "lv_tags": "", "lv_attr": "-wi-------"})
+                                 "lv_tags": "", "lv_attr": "-wi-------",
+                                 "lv_lockargs": ""})
 
 
 class Recorder:
@@ -337,8 +365,11 @@ class Recorder:
 
 
 class AllowAll:
-    async def allowed(self, caller: Caller, role: Role) -> bool:
+    async def allowed(self, caller: Caller, role: Role, details: Any) -> bool:
         return True
+
+    def scope(self, caller: Caller, role: Role) -> None:
+        return None
 
 
 ROOT = Caller(uid=0, gid=0, pid=1, comm="test")
@@ -419,6 +450,10 @@ VALID_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "type": st.sampled_from(["linear", "snapshot", "thin-pool", "thin"]),
     "permission": st.sampled_from(["r", "rw"]),
     "job": st.from_regex(r"[0-9]{1,3}-[0-9]{1,3}", fullmatch=True),
+    "lvs": st.lists(NAME, min_size=1, max_size=4, unique=True).map(
+        lambda names: [f"vg0/{n}" for n in names]),
+    "scan_devices": st.lists(DEVICE, min_size=1, max_size=4, unique=True),
+    "metadata_size": SIZE, "metadata_copies": st.integers(min_value=0, max_value=2),
     "wait": st.sampled_from([0, 0.0, 30]),
 }
 HOSTILE_VALUES = st.one_of(TEXT, TEXT, JUNK, st.integers(min_value=-2**70, max_value=2**70),
@@ -445,14 +480,13 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @pytest.fixture(autouse=True, scope="module")
 def syntax_only_devices() -> Iterator[None]:
-    def device(value: Any, field: str) -> str:
-        text: str = validate.device_path(value, field)
+    def resolve(text: str, field: str, *, must_exist: bool = True) -> validate.Device:
         if not os.path.realpath(text).startswith("/dev/"):
             raise InvalidRequest(f"{field}: {text!r} resolves outside /dev", field=field)
-        return text
+        return validate.Device(text, text, 0)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(validate, "device", device)
+        mp.setattr(validate, "resolve_device", resolve)
         yield
 
 
@@ -479,29 +513,37 @@ def test_no_caller_value_becomes_an_option_or_leaves_its_slot(
     if isinstance(outcome, InvalidRequest):
         assert not mutating, ("refused, yet LVM ran", method, params, argvs)
     for argv in mutating:
-        assert argv[0] == method, (method, argv)  # each change runs its own command
+        assert argv[0] == COMMAND.get(method, method), (method, argv)  # its own command
     assert len(mutating) <= 1, argvs
 
 
+# the methods whose LVM command has another name
+COMMAND = {"lockstart": "vgchange", "lockstop": "vgchange"}
+
+
 VALID: dict[str, dict[str, Any]] = {
-    "pvcreate": {"devices": ["/dev/loop2", "/dev/loop3"]},  # not PVs in the report
+    "pvcreate": {"devices": ["/dev/loop2", "/dev/loop3"],  # not PVs in the report
+                 "metadata_size": 2**27, "metadata_copies": 2, "metadata_ignore": True,
+                 "scan_devices": ["/dev/loop2", "/dev/loop3"]},
     "pvremove": {"devices": ["/dev/loop0"]},
     "pvresize": {"device": "/dev/loop0", "size": 10**9},
     "pvchange": {"device": "/dev/loop0", "allocatable": False, "add_tags": ["a"],
-                 "del_tags": ["b"]},
+                 "del_tags": ["b"], "metadata_ignore": False},
     "vgcreate": {"name": "vg1", "devices": ["/dev/loop0"], "extent_size": 2**22,
-                 "tags": ["t"]},
+                 "tags": ["t", "MDT_X=a&44&b"], "auto_activation": False, "shared": True},
     "vgextend": {"vg": "vg0", "devices": ["/dev/loop1"]},
     "vgreduce": {"vg": "vg0", "devices": ["/dev/loop1"]},
     "vgremove": {"vg": "vg0", "force": True},
     "vgrename": {"vg": "vg0", "new_name": "vg9"},
-    "vgchange": {"vg": "vg0", "activate": True, "add_tags": ["t"]},
+    "vgchange": {"vg": "vg0", "activate": "exclusive", "add_tags": ["t"]},
+    "lockstart": {},
+    "lockstop": {},
     "lvcreate": {"vg": "vg0", "name": "lv1", "size": 2**20, "tags": ["t"], "zero": False,
-                 "stripes": 1, "devices": ["/dev/loop0"]},
-    "lvremove": {"lv": "vg0/lv0"},
+                 "stripes": 1, "devices": ["/dev/loop0"], "wipe_signatures": False},
+    "lvremove": {"lvs": ["vg0/lv0"], "scan_devices": ["/dev/loop0"]},
     "lvresize": {"lv": "vg0/lv0", "size": 2**31},
     "lvrename": {"lv": "vg0/lv0", "new_name": "lv9"},
-    "lvchange": {"lv": "vg0/lv0", "permission": "r", "del_tags": ["t"]},
+    "lvchange": {"lvs": ["vg0/lv0"], "permission": "r", "del_tags": ["t"]},
     "pvmove": {"source": "/dev/loop0", "destination": "/dev/loop1", "lv": "vg0/lv0"},
 }
 
@@ -510,12 +552,13 @@ VALID: dict[str, dict[str, Any]] = {
 def test_every_change_reaches_its_argv_builder(method: str) -> None:
     """The property above is not vacuous: valid params of every change do produce the
     mutating argv, and it passes the same checks."""
-    assert set(VALID) == {m for m, spec in METHODS.items() if spec.change}
+    # job_cancel is a change too, but needs a running job (tests/test_boundary.py)
+    assert set(VALID) == {m for m, spec in METHODS.items() if spec.change} - {"job_cancel"}
     params = VALID[method]
     outcome, argvs, decoded = call(LineCodec.encode(make_request(1, method, params)), [],
                                    False)
     assert not isinstance(outcome, LvmSuperError), outcome
-    mutating = [a for a in argvs if a[0] == method]
+    mutating = [a for a in argvs if a[0] == COMMAND.get(method, method)]
     assert len(mutating) == 1, argvs
     for argv in argvs:
         check_argv(method, argv, params)
@@ -597,9 +640,16 @@ INJECTIONS = [
      _change("vgextend", "--yes", "vg0"), None, "a positional is missing"),
     ("lvremove", {"lv": "vg0/lv0"},                                              # extra
      _change("lvremove", "--yes", "vg0/lv0", "vg0/lv0"), _change("lvremove", "--yes", "vg0/lv0"),
-     "extra positional"),
+     "positional 1 of lvremove is 'vg0/lv0', not a value of lvs"),
     ("lvs", {"vg": "vg0"}, _change("lvremove", "--yes", "vg0/lv0"), None,          # command
      "has no reason to"),
+    ("lvremove", {"lvs": ["vg0/a", "vg0/b"]},                                    # batch extra
+     _change("lvremove", "--yes", "vg0/a", "vg0/b", "vg0/c"),
+     _change("lvremove", "--yes", "vg0/a", "vg0/b"), "positional 2 of lvremove is 'vg0/c'"),
+    ("lvs", {"vg": "vg0", "scan_devices": ["/dev/loop0"]},                       # scan slot
+     ["lvs", "--config", PIN, *REPORT[:-2], "/dev/loop0", "vg0"],
+     ["lvs", "--config", PIN, *REPORT[:-2], "--devices", "/dev/loop0", *REPORT[-2:], "vg0"],
+     "positional 0 of lvs is '/dev/loop0'"),
     ("pvs", {"names": ["/dev/loop0"]}, lvmcmd.report_argv("pv", names=["/dev/loop9"]),
      lvmcmd.report_argv("pv", names=["/dev/loop0"]), "not a value of names"),
 ]

@@ -231,3 +231,37 @@ def test_missing_socket_group_says_how_to_create_it() -> None:
 
 def test_existing_socket_group_gives_its_gid() -> None:
     assert check_socket_group(Config(socket_group="root")) == 0
+
+
+def test_access_scopes_parse() -> None:
+    from lvmsuper.supervisor.config import ScopeConfig
+    config = parse_config(tomllib.loads(
+        '[access]\nquery = ["ops"]\n[[access.scope]]\ngroup = "vdsm"\n'
+        'roles = ["query", "manage", "destroy", "open"]\nvgs = ["sd-*", "[ab]?"]\n'
+        'vg_tags = ["RHAT_storage_domain"]\n[[access.scope]]\ngroup = "csi"\n'
+        'roles = ["query"]\nvg_tags = ["csi"]\n'), "t")
+    assert config.access_query == ("ops",)
+    assert config.access_scopes == (
+        ScopeConfig("vdsm", ("query", "manage", "destroy", "open"), ("sd-*", "[ab]?"),
+                    ("RHAT_storage_domain",)),
+        ScopeConfig("csi", ("query",), (), ("csi",)))
+
+
+@pytest.mark.parametrize("entry,key", [
+    ({"group": "g", "roles": ["query", "root"], "vgs": ["a"]}, "access.scope[1].roles"),
+    ({"group": "g", "roles": ["query", "query"], "vgs": ["a"]}, "access.scope[1].roles"),
+    ({"group": "g", "roles": "query", "vgs": ["a"]}, "access.scope[1].roles"),
+    ({"group": "g", "roles": ["query"], "vgs": ["a]"]}, "access.scope[1].vgs"),
+    ({"group": "g", "roles": ["query"], "vgs": ["a b"]}, "access.scope[1].vgs"),
+    ({"group": "g", "roles": ["query"], "vgs": ["-a"]}, "access.scope[1].vgs"),
+    ({"group": "g", "roles": ["query"], "vgs": "sd-*"}, "access.scope[1].vgs"),
+    ({"group": "g", "roles": ["query"], "vg_tags": ["a b"]}, "access.scope[1].vg_tags"),
+    ({"group": "g", "roles": ["query"]}, "access.scope[1].vgs"),
+    ({"group": "g", "roles": ["query"], "vgs": ["a"], "tags": ["x"]}, "access.scope[1].tags"),
+    ({"group": 5, "roles": ["query"], "vgs": ["a"]}, "access.scope[1].group"),
+])
+def test_a_bad_scope_names_its_key(entry: dict[str, Any], key: str) -> None:
+    good = {"group": "g", "roles": ["query"], "vgs": ["a"]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"access": {"scope": [good, entry]}}, "t")
+    assert f"t: {key} " in str(info.value)

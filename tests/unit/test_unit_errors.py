@@ -23,6 +23,10 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
                          "stdout": "...", "stderr": ""},
     "Timeout": {"argv": ["lvm", "pvs"], "timeout": 60.0},
     "Busy": {"retry_after": 0.5},
+    "InUse": {"object_type": "lv", "object_name": "vg0/lv1", "argv": ["lvm", "lvremove"],
+              "rc": 5, "log": []},
+    "LockConflict": {"object_type": "lv", "object_name": "svg/lv1", "holder": 1,
+                     "argv": ["lvm", "lvchange"], "rc": 5, "log": []},
     "Internal": {},
     "ConnectionFailed": {"socket": "/run/lvmsuper/lvmsuper.sock"},
 }

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lvmsuper.client.errors import LvmFailed
-from lvmsuper.supervisor.jobs import Job, JobManager
+from lvmsuper.supervisor.core.jobs import Job, JobManager
 
 
 def run_job(progress: int | None, cancelled: bool, fail: bool) -> Job:

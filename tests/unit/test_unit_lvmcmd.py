@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lvmsuper.supervisor import lvmcmd
-from lvmsuper.supervisor.lvmcmd import (LV_FIELDS, PV_FIELDS, VG_FIELDS, change_argv,
+from lvmsuper.supervisor.lvm import argv as lvmcmd
+from lvmsuper.supervisor.lvm.argv import (LV_FIELDS, PV_FIELDS, VG_FIELDS, change_argv,
                                         fullreport_argv, pinned_config, report_argv,
                                         size_arg)
 
@@ -73,7 +73,9 @@ def test_fullreport_argv() -> None:
     argv = fullreport_argv(vg="vg0")
     assert argv[:2] == ["fullreport", "--config"]
     assert argv[-1] == "vg0"
-    assert argv[argv.index("-o") + 1] == ",".join(VG_FIELDS)
+    # the VG subreport without pv_name (a VG's PVs come from the PV subreport)
+    assert argv[argv.index("-o") + 1] == ",".join(lvmcmd.VG_ONLY_FIELDS)
+    assert "pv_name" in VG_FIELDS and "pv_name" not in lvmcmd.VG_ONLY_FIELDS
     i = argv.index("lv", argv.index("--configreport"))
     assert argv[i - 1] == "--configreport"
     assert argv[i + 2] == ",".join(lvmcmd.LV_ONLY_FIELDS)
@@ -94,3 +96,14 @@ def test_change_argv() -> None:
     (2 * 2**20, "4096s"), (2 * 2**20 + 13, "4097s"), (2**63 - 1, f"{2**54}s")])
 def test_size_arg_rounds_up_to_sectors(size: int, expected: str) -> None:
     assert size_arg(size) == expected
+
+
+def test_scan_devices_are_one_devices_option_each() -> None:
+    devs = ["/dev/loop1", "/dev/loop2"]
+    for argv in (report_argv("lv", names=["vg0"], scan=devs), fullreport_argv(scan=devs),
+                 change_argv("lvremove", ["vg0/a"], scan=devs), lvmcmd.vgck_argv("vg0", scan=devs)):
+        i = argv.index("--devices")
+        assert argv[i:i + 4] == ["--devices", "/dev/loop1", "--devices", "/dev/loop2"]
+        assert argv.count("--devices") == 2
+    assert "--devices" not in report_argv("lv") and "--devices" not in fullreport_argv()
+    assert lvmcmd.vgck_argv("vg0")[-1] == "vg0"

@@ -15,20 +15,24 @@ PV_WIRE: dict[str, Any] = {
     "size": 1069547520, "free": 532676608, "used": 536870912, "dev_size": 1073741824,
     "pe_start": 1048576, "pe_count": 255, "pe_alloc_count": 128, "allocatable": True,
     "exported": False, "missing": False, "tags": ["ssd"], "mda_count": 1,
-    "mda_free": 519168, "attr": "a--"}
+    "mda_free": 519168, "attr": "a--", "vg_uuid": "i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW",
+    "mda_used_count": 1}
 VG_WIRE: dict[str, Any] = {
     "name": "vg0", "uuid": "i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "size": 2139095040,
     "free": 1602224128, "extent_size": 4194304, "extent_count": 510, "free_count": 382,
     "pv_count": 2, "lv_count": 1, "snap_count": 0, "seqno": 3, "writable": True,
     "resizable": True, "exported": False, "partial": False, "shared": False,
-    "lock_type": None, "system_id": None, "tags": [], "mda_count": 2, "mda_free": 519168,
-    "attr": "wz--n-"}
+    "lock_type": None, "lock_args": None, "system_id": None, "tags": [], "mda_count": 2, "mda_free": 519168,
+    "attr": "wz--n-", "mda_size": 1044480, "pvs": ["/dev/loop0", "/dev/loop1"]}
 LV_WIRE: dict[str, Any] = {
     "name": "lv0", "vg": "vg0", "full_name": "vg0/lv0",
     "uuid": "3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "path": "/dev/vg0/lv0",
     "size": 536870912, "segtype": "linear", "active": None, "permissions": "rw",
     "origin": None, "pool": None, "data_percent": None, "metadata_percent": None,
-    "devices": ["/dev/loop0", "/dev/loop1"], "tags": ["db", "prod"], "attr": "-wi-------"}
+    "devices": ["/dev/loop0", "/dev/loop1"], "tags": ["db", "prod"], "attr": "-wi-------",
+    "open": None, "segments": [{"lv_start": 0, "extents": 128,
+                                "pvs": [{"name": "/dev/loop0", "start": 0}]}],
+    "lock_args": None}
 JOB_WIRE: dict[str, Any] = {
     "id": "1700000000-1", "method": "pvmove", "state": "failed", "progress": 40,
     "result": None, "error": {"code": -32010, "message": "pvmove failed",

@@ -10,8 +10,8 @@ import pytest
 
 from lvmsuper.client.errors import LvmOutputInvalid
 from lvmsuper.client.models import LV, PV, VG
-from lvmsuper.supervisor.lvmcmd import LV_FIELDS, LV_ONLY_FIELDS, PV_FIELDS, SEG_FIELDS, VG_FIELDS
-from lvmsuper.supervisor.report import lvs_from, parse_document, pvs_from, vgs_from
+from lvmsuper.supervisor.lvm.argv import LV_FIELDS, LV_ONLY_FIELDS, PV_FIELDS, SEG_FIELDS, VG_FIELDS
+from lvmsuper.supervisor.lvm.report import lvs_from, parse_document, pvs_from, vgs_from
 
 # `lvm pvs --reportformat json --units b --nosuffix --binary -o <PV_FIELDS>` on two 1 GiB
 # loop devices in vg0 (4 MiB extents) and one orphan PV with tags.
@@ -20,9 +20,9 @@ PVS_JSON = """\
     "report": [
         {
             "pv": [
-                {"pv_name":"/dev/loop0", "pv_uuid":"Ee8iHf-0Vtq-1cI0-SI1A-Jm9Q-qIdx-3Cpwv4", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"532676608", "pv_used":"536870912", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"128", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--"},
-                {"pv_name":"/dev/loop1", "pv_uuid":"kq3Vts-WJcG-oHd3-xYz1-8sJp-Lm2Q-4bNm7c", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"796917760", "pv_used":"272629760", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"65", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--"},
-                {"pv_name":"/dev/loop2", "pv_uuid":"0N7mYB-sg3H-Kf2c-Wd9e-1QxP-nRv4-Tz8uJa", "vg_name":"", "pv_size":"1073741824", "pv_free":"1073741824", "pv_used":"0", "dev_size":"1073741824", "pe_start":"0", "pv_pe_count":"0", "pv_pe_alloc_count":"0", "pv_allocatable":"0", "pv_exported":"0", "pv_missing":"0", "pv_tags":"ssd,rack=4", "pv_mda_count":"1", "pv_mda_free":"520192", "pv_attr":"---"}
+                {"pv_name":"/dev/loop0", "pv_uuid":"Ee8iHf-0Vtq-1cI0-SI1A-Jm9Q-qIdx-3Cpwv4", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"532676608", "pv_used":"536870912", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"128", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "pv_mda_used_count":"1", "vg_tags":"prod,site=ams"},
+                {"pv_name":"/dev/loop1", "pv_uuid":"kq3Vts-WJcG-oHd3-xYz1-8sJp-Lm2Q-4bNm7c", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"796917760", "pv_used":"272629760", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"65", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "pv_mda_used_count":"1", "vg_tags":"prod,site=ams"},
+                {"pv_name":"/dev/loop2", "pv_uuid":"0N7mYB-sg3H-Kf2c-Wd9e-1QxP-nRv4-Tz8uJa", "vg_name":"", "pv_size":"1073741824", "pv_free":"1073741824", "pv_used":"0", "dev_size":"1073741824", "pe_start":"0", "pv_pe_count":"0", "pv_pe_alloc_count":"0", "pv_allocatable":"0", "pv_exported":"0", "pv_missing":"0", "pv_tags":"ssd,rack=4", "pv_mda_count":"1", "pv_mda_free":"520192", "pv_attr":"---", "vg_uuid":"", "pv_mda_used_count":"0", "vg_tags":""}
             ]
         }
     ]
@@ -37,8 +37,9 @@ VGS_JSON = """\
     "report": [
         {
             "vg": [
-                {"vg_name":"vg0", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "vg_size":"2139095040", "vg_free":"1329594368", "vg_extent_size":"4194304", "vg_extent_count":"510", "vg_free_count":"317", "pv_count":"2", "lv_count":"4", "snap_count":"0", "vg_seqno":"7", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_systemid":"", "vg_tags":"prod,site=ams", "vg_mda_count":"2", "vg_mda_free":"519168", "vg_attr":"wz--n-"},
-                {"vg_name":"vgro", "vg_uuid":"Xc1mN2-aB3d-Ef4g-Hi5j-Kl6m-No7p-Qr8sTu", "vg_size":"1069547520", "vg_free":"1069547520", "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"255", "pv_count":"1", "lv_count":"0", "snap_count":"0", "vg_seqno":"1", "vg_permissions":"read-only", "vg_extendable":"0", "vg_exported":"1", "vg_partial":"1", "vg_shared":"1", "vg_lock_type":"sanlock", "vg_systemid":"host1", "vg_tags":"", "vg_mda_count":"1", "vg_mda_free":"519168", "vg_attr":"r-xzps"}
+                {"vg_name":"vg0", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "vg_size":"2139095040", "vg_free":"1329594368", "vg_extent_size":"4194304", "vg_extent_count":"510", "vg_free_count":"317", "pv_count":"2", "lv_count":"4", "snap_count":"0", "vg_seqno":"7", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_lock_args":"", "vg_systemid":"", "vg_tags":"prod,site=ams", "vg_mda_count":"2", "vg_mda_free":"519168", "vg_attr":"wz--n-", "vg_mda_size":"1044480", "pv_name":"/dev/loop0"},
+                {"vg_name":"vg0", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "vg_size":"2139095040", "vg_free":"1329594368", "vg_extent_size":"4194304", "vg_extent_count":"510", "vg_free_count":"317", "pv_count":"2", "lv_count":"4", "snap_count":"0", "vg_seqno":"7", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_lock_args":"", "vg_systemid":"", "vg_tags":"prod,site=ams", "vg_mda_count":"2", "vg_mda_free":"519168", "vg_attr":"wz--n-", "vg_mda_size":"1044480", "pv_name":"/dev/loop1"},
+                {"vg_name":"vgro", "vg_uuid":"Xc1mN2-aB3d-Ef4g-Hi5j-Kl6m-No7p-Qr8sTu", "vg_size":"1069547520", "vg_free":"1069547520", "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"255", "pv_count":"1", "lv_count":"0", "snap_count":"0", "vg_seqno":"1", "vg_permissions":"read-only", "vg_extendable":"0", "vg_exported":"1", "vg_partial":"1", "vg_shared":"1", "vg_lock_type":"sanlock", "vg_lock_args":"1.0.0:lvmlock", "vg_systemid":"host1", "vg_tags":"", "vg_mda_count":"1", "vg_mda_free":"519168", "vg_attr":"r-xzps", "vg_mda_size":"1044480", "pv_name":"/dev/loop3"}
             ]
         }
     ]
@@ -55,11 +56,11 @@ LVS_JSON = """\
     "report": [
         {
             "lv": [
-                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "segtype":"linear", "lv_active":"active", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop0(0)", "lv_tags":"db,prod", "lv_attr":"-wi-a-----"},
-                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "segtype":"linear", "lv_active":"active", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop1(0)", "lv_tags":"db,prod", "lv_attr":"-wi-a-----"},
-                {"lv_name":"lv1", "vg_name":"vg0", "lv_full_name":"vg0/lv1", "lv_uuid":"pQ9rSt-Uv0w-Xy1z-Ab2C-De3F-Gh4I-Jk5LmN", "lv_path":"/dev/vg0/lv1", "lv_size":"4194304", "segtype":"linear", "lv_active":"unknown", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop1(64)", "lv_tags":"", "lv_attr":"-ri-------"},
-                {"lv_name":"pool", "vg_name":"vg0", "lv_full_name":"vg0/pool", "lv_uuid":"Zz1yXw-Vu2t-Sr3q-Po4n-Ml5k-Ji6h-Gf7eDc", "lv_path":"", "lv_size":"104857600", "segtype":"thin-pool", "lv_active":"", "origin":"", "pool_lv":"", "data_percent":"12.50", "metadata_percent":"10.94", "devices":"pool_tdata(0)", "lv_tags":"", "lv_attr":"twi---tz--"},
-                {"lv_name":"thin1", "vg_name":"vg0", "lv_full_name":"vg0/thin1", "lv_uuid":"Aa1bBc-Cd2d-Ee3f-Fg4g-Hh5i-Ij6j-Kk7lLm", "lv_path":"/dev/vg0/thin1", "lv_size":"1073741824", "segtype":"thin", "lv_active":"", "origin":"", "pool_lv":"pool", "data_percent":"0.00", "metadata_percent":"", "devices":"", "lv_tags":"", "lv_attr":"Vwi---tz--"}
+                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "segtype":"linear", "lv_active":"active", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop0(0)", "lv_tags":"db,prod", "lv_attr":"-wi-a-----", "lv_device_open":"1", "lv_lockargs":"", "seg_start_pe":"0", "seg_size_pe":"128", "vg_tags":"prod,site=ams"},
+                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "segtype":"linear", "lv_active":"active", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop1(0)", "lv_tags":"db,prod", "lv_attr":"-wi-a-----", "lv_device_open":"1", "lv_lockargs":"", "seg_start_pe":"128", "seg_size_pe":"64", "vg_tags":"prod,site=ams"},
+                {"lv_name":"lv1", "vg_name":"vg0", "lv_full_name":"vg0/lv1", "lv_uuid":"pQ9rSt-Uv0w-Xy1z-Ab2C-De3F-Gh4I-Jk5LmN", "lv_path":"/dev/vg0/lv1", "lv_size":"4194304", "segtype":"linear", "lv_active":"unknown", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "devices":"/dev/loop1(64)", "lv_tags":"", "lv_attr":"-ri-------", "lv_device_open":"-1", "lv_lockargs":"", "seg_start_pe":"0", "seg_size_pe":"1", "vg_tags":"prod,site=ams"},
+                {"lv_name":"pool", "vg_name":"vg0", "lv_full_name":"vg0/pool", "lv_uuid":"Zz1yXw-Vu2t-Sr3q-Po4n-Ml5k-Ji6h-Gf7eDc", "lv_path":"", "lv_size":"104857600", "segtype":"thin-pool", "lv_active":"", "origin":"", "pool_lv":"", "data_percent":"12.50", "metadata_percent":"10.94", "devices":"pool_tdata(0)", "lv_tags":"", "lv_attr":"twi---tz--", "lv_device_open":"0", "lv_lockargs":"", "seg_start_pe":"0", "seg_size_pe":"1", "vg_tags":"prod,site=ams"},
+                {"lv_name":"thin1", "vg_name":"vg0", "lv_full_name":"vg0/thin1", "lv_uuid":"Aa1bBc-Cd2d-Ee3f-Fg4g-Hh5i-Ij6j-Kk7lLm", "lv_path":"/dev/vg0/thin1", "lv_size":"1073741824", "segtype":"thin", "lv_active":"", "origin":"", "pool_lv":"pool", "data_percent":"0.00", "metadata_percent":"", "devices":"", "lv_tags":"", "lv_attr":"Vwi---tz--", "lv_device_open":"0", "lv_lockargs":"", "seg_start_pe":"0", "seg_size_pe":"1", "vg_tags":"prod,site=ams"}
             ]
         }
     ]
@@ -76,16 +77,16 @@ FULLREPORT_JSON = """\
     "report": [
         {
             "vg": [
-                {"vg_name":"vg0", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "vg_size":"2139095040", "vg_free":"1329594368", "vg_extent_size":"4194304", "vg_extent_count":"510", "vg_free_count":"317", "pv_count":"2", "lv_count":"1", "snap_count":"0", "vg_seqno":"7", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_systemid":"", "vg_tags":"", "vg_mda_count":"2", "vg_mda_free":"519168", "vg_attr":"wz--n-"}
+                {"vg_name":"vg0", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "vg_size":"2139095040", "vg_free":"1329594368", "vg_extent_size":"4194304", "vg_extent_count":"510", "vg_free_count":"317", "pv_count":"2", "lv_count":"1", "snap_count":"0", "vg_seqno":"7", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_lock_args":"", "vg_systemid":"", "vg_tags":"", "vg_mda_count":"2", "vg_mda_free":"519168", "vg_attr":"wz--n-", "vg_mda_size":"1044480"}
             ]
             ,
             "pv": [
-                {"pv_name":"/dev/loop0", "pv_uuid":"Ee8iHf-0Vtq-1cI0-SI1A-Jm9Q-qIdx-3Cpwv4", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"532676608", "pv_used":"536870912", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"128", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--"},
-                {"pv_name":"/dev/loop1", "pv_uuid":"kq3Vts-WJcG-oHd3-xYz1-8sJp-Lm2Q-4bNm7c", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"796917760", "pv_used":"272629760", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"65", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--"}
+                {"pv_name":"/dev/loop0", "pv_uuid":"Ee8iHf-0Vtq-1cI0-SI1A-Jm9Q-qIdx-3Cpwv4", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"532676608", "pv_used":"536870912", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"128", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "pv_mda_used_count":"1", "vg_tags":"prod,site=ams"},
+                {"pv_name":"/dev/loop1", "pv_uuid":"kq3Vts-WJcG-oHd3-xYz1-8sJp-Lm2Q-4bNm7c", "vg_name":"vg0", "pv_size":"1069547520", "pv_free":"796917760", "pv_used":"272629760", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"65", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--", "vg_uuid":"i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", "pv_mda_used_count":"1", "vg_tags":"prod,site=ams"}
             ]
             ,
             "lv": [
-                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "lv_active":"unknown", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "lv_tags":"", "lv_attr":"-wi-------"}
+                {"lv_name":"lv0", "vg_name":"vg0", "lv_full_name":"vg0/lv0", "lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "lv_path":"/dev/vg0/lv0", "lv_size":"805306368", "lv_active":"unknown", "origin":"", "pool_lv":"", "data_percent":"", "metadata_percent":"", "lv_tags":"", "lv_attr":"-wi-------", "lv_device_open":"-1", "lv_lockargs":"", "vg_tags":"prod,site=ams"}
             ]
             ,
             "pvseg": [
@@ -96,18 +97,18 @@ FULLREPORT_JSON = """\
             ]
             ,
             "seg": [
-                {"lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "segtype":"linear", "devices":"/dev/loop1(0)"},
-                {"lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "segtype":"linear", "devices":"/dev/loop0(0)"}
+                {"lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "segtype":"linear", "devices":"/dev/loop1(0)", "seg_start_pe":"0", "seg_size_pe":"128"},
+                {"lv_uuid":"3d2sBc-lzUS-0GNQ-vJ8H-8n1M-VaJ5-Gc1d3P", "segtype":"linear", "devices":"/dev/loop0(0)", "seg_start_pe":"128", "seg_size_pe":"64"}
             ]
         }
         ,
         {
             "vg": [
-                {"vg_name":"vg1", "vg_uuid":"Xc1mN2-aB3d-Ef4g-Hi5j-Kl6m-No7p-Qr8sTu", "vg_size":"1069547520", "vg_free":"1069547520", "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"255", "pv_count":"1", "lv_count":"0", "snap_count":"0", "vg_seqno":"1", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_systemid":"", "vg_tags":"", "vg_mda_count":"1", "vg_mda_free":"519168", "vg_attr":"wz--n-"}
+                {"vg_name":"vg1", "vg_uuid":"Xc1mN2-aB3d-Ef4g-Hi5j-Kl6m-No7p-Qr8sTu", "vg_size":"1069547520", "vg_free":"1069547520", "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"255", "pv_count":"1", "lv_count":"0", "snap_count":"0", "vg_seqno":"1", "vg_permissions":"writeable", "vg_extendable":"1", "vg_exported":"0", "vg_partial":"0", "vg_shared":"0", "vg_lock_type":"", "vg_lock_args":"", "vg_systemid":"", "vg_tags":"", "vg_mda_count":"1", "vg_mda_free":"519168", "vg_attr":"wz--n-", "vg_mda_size":"1044480"}
             ]
             ,
             "pv": [
-                {"pv_name":"/dev/loop2", "pv_uuid":"0N7mYB-sg3H-Kf2c-Wd9e-1QxP-nRv4-Tz8uJa", "vg_name":"vg1", "pv_size":"1069547520", "pv_free":"1069547520", "pv_used":"0", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"0", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--"}
+                {"pv_name":"/dev/loop2", "pv_uuid":"0N7mYB-sg3H-Kf2c-Wd9e-1QxP-nRv4-Tz8uJa", "vg_name":"vg1", "pv_size":"1069547520", "pv_free":"1069547520", "pv_used":"0", "dev_size":"1073741824", "pe_start":"1048576", "pv_pe_count":"255", "pv_pe_alloc_count":"0", "pv_allocatable":"1", "pv_exported":"0", "pv_missing":"0", "pv_tags":"", "pv_mda_count":"1", "pv_mda_free":"519168", "pv_attr":"a--", "vg_uuid":"Xc1mN2-aB3d-Ef4g-Hi5j-Kl6m-No7p-Qr8sTu", "pv_mda_used_count":"1", "vg_tags":""}
             ]
             ,
             "lv": [
@@ -324,8 +325,9 @@ def test_pvs_from_types() -> None:
                     vg="vg0", size=1069547520, free=532676608, used=536870912,
                     dev_size=1073741824, pe_start=1048576, pe_count=255,
                     pe_alloc_count=128, allocatable=True, exported=False, missing=False,
-                    tags=[], mda_count=1, mda_free=519168, attr="a--")
-    assert orphan.vg is None
+                    tags=[], mda_count=1, mda_free=519168, attr="a--",
+                    vg_uuid="i4UR65-Q3CJ-331z-dYdq-yPFH-yoWp-2IACYW", mda_used_count=1)
+    assert orphan.vg is None and orphan.vg_uuid is None and orphan.mda_used_count == 0
     assert orphan.tags == ["ssd", "rack=4"]
     assert orphan.allocatable is False
     # The wire form is plain JSON with ints and bools.
@@ -339,12 +341,14 @@ def test_vgs_from_types() -> None:
                      size=2139095040, free=1329594368, extent_size=4194304,
                      extent_count=510, free_count=317, pv_count=2, lv_count=4,
                      snap_count=0, seqno=7, writable=True, resizable=True, exported=False,
-                     partial=False, shared=False, lock_type=None, system_id=None,
+                     partial=False, shared=False, lock_type=None, lock_args=None, system_id=None,
                      tags=["prod", "site=ams"], mda_count=2, mda_free=519168,
-                     attr="wz--n-")
+                     attr="wz--n-", mda_size=1044480, pvs=["/dev/loop0", "/dev/loop1"])
+    assert vgro.pvs == ["/dev/loop3"]
     assert (vgro.writable, vgro.resizable, vgro.exported, vgro.partial, vgro.shared) == \
         (False, False, True, True, True)
     assert vgro.lock_type == "sanlock" and vgro.system_id == "host1"
+    assert vgro.lock_args == "1.0.0:lvmlock" and vg0.lock_args is None
     assert vgro.tags == []
 
 
@@ -358,7 +362,15 @@ def test_lvs_from_merges_segments_and_types_fields() -> None:
                      size=805306368, segtype="linear", active=True, permissions="rw",
                      origin=None, pool=None, data_percent=None, metadata_percent=None,
                      devices=["/dev/loop0", "/dev/loop1"], tags=["db", "prod"],
-                     attr="-wi-a-----")
+                     attr="-wi-a-----", open=True, segments=[
+                         {"lv_start": 0, "extents": 128,
+                          "pvs": [{"name": "/dev/loop0", "start": 0}]},
+                         {"lv_start": 128, "extents": 64,
+                          "pvs": [{"name": "/dev/loop1", "start": 0}]}])
+    assert (lv1.open, pool.open) == (None, False)  # "-1": no device-mapper to ask
+    assert lv1.segments == [{"lv_start": 0, "extents": 1,
+                             "pvs": [{"name": "/dev/loop1", "start": 64}]}]
+    assert thin1.segments == [{"lv_start": 0, "extents": 1, "pvs": []}]
     assert lv1.active is None  # "unknown": the kernel has no device-mapper
     assert lv1.permissions == "r"
     assert lv1.devices == ["/dev/loop1"]
@@ -406,19 +418,46 @@ def test_lvs_from_fullreport_joins_segments_by_uuid() -> None:
     assert lv.full_name == "vg0/lv0"
     assert lv.segtype == "linear"
     assert lv.devices == ["/dev/loop1", "/dev/loop0"]  # segment order
-    assert lv.active is None and lv.permissions == "rw"
+    assert lv.active is None and lv.permissions == "rw" and lv.open is None
+    assert lv.segments == [{"lv_start": 0, "extents": 128,
+                            "pvs": [{"name": "/dev/loop1", "start": 0}]},
+                           {"lv_start": 128, "extents": 64,
+                            "pvs": [{"name": "/dev/loop0", "start": 0}]}]
 
 
 def test_lvs_from_fullreport_lv_without_segments() -> None:
     doc = parse_document(FULLREPORT_JSON)
     (lv,) = lvs_from(doc.reports["lv"], [])
     assert lv.name == "lv0" and lv.devices == [] and lv.segtype == ""
+    assert lv.segments == []
+
+
+def test_segments_in_lv_order_with_every_pv_of_a_striped_segment() -> None:
+    rows = [_lv_row(seg_start_pe="10", seg_size_pe="4", devices="/dev/loop2(7)"),
+            _lv_row(seg_start_pe="0", seg_size_pe="10",
+                    devices="/dev/loop0(0),/dev/loop1(20)")]
+    (lv,) = lvs_from(rows)
+    assert lv.segments == [
+        {"lv_start": 0, "extents": 10, "pvs": [{"name": "/dev/loop0", "start": 0},
+                                                {"name": "/dev/loop1", "start": 20}]},
+        {"lv_start": 10, "extents": 4, "pvs": [{"name": "/dev/loop2", "start": 7}]}]
+
+
+@pytest.mark.parametrize("value", ["", "x", "1.5"])
+def test_a_non_numeric_segment_field_is_invalid_output(value: str) -> None:
+    with pytest.raises(LvmOutputInvalid) as info:
+        lvs_from([_lv_row(seg_start_pe=value)], argv=ARGV, rc=0)
+    assert "segment" in info.value.message and info.value.data["argv"] == ARGV
 
 
 def test_fullreport_pvs_and_vgs() -> None:
     doc = parse_document(FULLREPORT_JSON)
     assert [p.vg for p in pvs_from(doc.reports["pv"])] == ["vg0", "vg0", "vg1"]
     assert [v.lv_count for v in vgs_from(doc.reports["vg"])] == [1, 0]
+    # a VG's PVs come from the PV subreport (no second LVM run)
+    vgs = vgs_from(doc.reports["vg"], pvs_from(doc.reports["pv"]))
+    assert [(v.name, v.pvs, v.mda_size) for v in vgs] == [
+        ("vg0", ["/dev/loop0", "/dev/loop1"], 1044480), ("vg1", ["/dev/loop2"], 1044480)]
 
 
 @pytest.mark.parametrize(("field", "value"), [

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from lvmsuper.client.errors import InvalidRequest
-from lvmsuper.supervisor import validate as v
+from lvmsuper.client.errors import InvalidRequest, PermissionDenied
+from lvmsuper.supervisor.core import validate as v
 
 
 def _rejects(check: Callable[[Any, str], Any], value: Any, field: str = "fieldname") -> \
@@ -274,7 +274,34 @@ def test_device_block_device_accepted() -> None:
     path = _a_block_device()
     if path is None:
         pytest.skip("this machine has no block device under /dev")
-    assert v.device(path, "device") == path
+    resolved = v.device(path, "device")
+    assert (resolved.given, resolved.real) == (path, path)
+    assert resolved.rdev == os.stat(path).st_rdev
+
+
+def test_device_through_a_directory_others_can_write_is_refused() -> None:
+    """/dev/shm is world-writable inside /dev: whatever a user puts there (a symlink to
+    somebody's disk) is refused before it is even looked at."""
+    for check in (v.device, v.existing_pv):
+        with pytest.raises(PermissionDenied) as info:
+            check("/dev/shm/pv", "device")
+        assert "/dev/shm" in info.value.message and info.value.data["field"] == "device"
+
+
+def test_existing_pv_keeps_a_path_to_nothing() -> None:
+    gone = v.existing_pv("/dev/nonexistent-lvmsuper", "device")
+    assert (gone.real, gone.rdev) == ("/dev/nonexistent-lvmsuper", None)
+
+
+@pytest.mark.parametrize("name", ["qwYqZP-2Bn3-iYe3-7Tk8-7L0T-tsC1-AEdsnb",
+                                  "qwYqZP2Bn3iYe37Tk87L0TtsC1AEdsnbxx"[:32],
+                                  "q-w-YqZP2Bn3iYe37Tk87L0TtsC1AEdsnb"])
+def test_vg_name_in_the_form_of_a_uuid_is_refused(name: str) -> None:
+    """LVM reads such an argument as a VG UUID (vgrename, vgchange ...): a caller could
+    name a protected VG without its name."""
+    err = _rejects(v.vg_name, name, "vg")
+    assert "UUID" in err.message
+    assert v.vg_name("vg_" + name, "vg") == "vg_" + name  # not 32 alphanumerics: a name
 
 
 def test_devices_numbers_each_element_and_refuses_duplicates() -> None:
@@ -293,3 +320,46 @@ def test_string_list_of_names_each_element() -> None:
     err = _rejects(check, ["vg0", "-x"], "names")
     assert err.data["field"] == "names[1]"
     _rejects_field(check, [], "names")
+
+
+# ---- a manager's needs (issue 12) ------------------------------------------------------
+
+def test_vdsm_tags_pass_and_many_per_call() -> None:
+    """vdsm keeps domain metadata in tags: ``MDT_KEY=VALUE`` with ``&NN&`` escapes, and
+    volume links ``IU_``/``PU_``/``MD_``."""
+    tags = ["MDT_POOL_DESCRIPTION=a&44&b&32&c", "MDT_LEASETIMESEC=60", "RHAT_storage_domain",
+            "MDT__SHA_CKSUM=0123abc", "IU_0a1b-2c3d", "PU_00000000-0000-0000-0000-000000000000",
+            "MD_7", "MDT_ROLE=Regular", "MDT_PV0=pv:x&44&uuid:y&44&pestart:0"]
+    assert v.tags((tags * 8)[:64], "add_tags") == (tags * 8)[:64]  # 64 in one call
+
+
+def test_lv_paths_one_vg_each_once_naming_the_bad_element() -> None:
+    assert v.lv_paths(["vg0/a", "vg0/b"], "lvs") == [("vg0", "a"), ("vg0", "b")]
+    assert _rejects(v.lv_paths, ["vg0/a", "vg1/b"], "lvs").data["field"] == "lvs[1]"
+    assert _rejects(v.lv_paths, ["vg0/a", "vg0/b", "vg0/a"], "lvs").data["field"] == "lvs[2]"
+    assert _rejects(v.lv_paths, ["vg0/a", "vg0/-x"], "lvs").data["field"] == "lvs[1]"
+    assert _rejects(v.lv_paths, ["vg0/a", 3], "lvs").data["field"] == "lvs[1]"
+    _rejects_field(v.lv_paths, [], "lvs")
+    _rejects_field(v.lv_paths, "vg0/a", "lvs")
+    _rejects_field(v.lv_paths, [f"vg0/l{i}" for i in range(257)], "lvs")
+    assert len(v.lv_paths([f"vg0/l{i}" for i in range(256)], "lvs")) == 256
+
+
+@pytest.mark.parametrize("value", [3, -1, "2", 2.0, True, None])
+def test_metadata_copies_0_to_2(value: Any) -> None:
+    _rejects_field(v.metadata_copies, value, "metadata_copies")
+    assert [v.metadata_copies(n, "m") for n in (0, 1, 2)] == [0, 1, 2]
+
+
+def test_scan_devices_are_block_devices_under_dev() -> None:
+    assert _rejects(v.scan_devices, ["/dev/null"], "scan_devices").data["field"] == \
+        "scan_devices[0]"  # a character device
+    _rejects_field(v.scan_devices, [], "scan_devices")
+    assert _rejects(v.scan_devices, ["/etc/passwd"], "scan_devices").data["field"] == \
+        "scan_devices[0]"
+    with pytest.raises(PermissionDenied):
+        v.scan_devices(["/dev/shm/x"], "scan_devices")
+    path = _a_block_device()
+    if path is not None:
+        assert [d.real for d in v.scan_devices([path], "scan_devices")] == [path]
+        _rejects_field(v.scan_devices, [path, path], "scan_devices")
