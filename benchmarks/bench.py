@@ -7,7 +7,10 @@ direct exec of the very command the daemon runs (and, for reference, a bare
 lvmsuper over its socket (sync client and raw line protocol) with the exec and with the
 shell runner, D-Bus when the daemon serves it, lvmdbusd when installed. Plus the ping
 round trip, throughput with concurrent clients, `lvs` as the VG grows to 1,000 LVs
-(with the parse cost on its own), the daemon's RSS, start-up and SIGTERM times.
+(with the parse cost on its own), the daemon's RSS, start-up and SIGTERM times. These
+daemons run with `[lvm] cache = false`, so that every read is LVM's work through the
+runner, as the paths it replaces do; the read cache (the default) is measured in its
+own phase (benchmarks/cachebench.py), against the same shell runner without it.
 
 Paths are measured in interleaved rounds, so load from elsewhere on the machine hits
 them alike; medians and p99 per path, ratios of medians. Prints a table and pass/miss
@@ -38,10 +41,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import rig  # noqa: E402  (the tests' sandbox, users and daemon launcher)
 from worker import timed  # noqa: E402  (the same clock as the unprivileged side's)
 import lvmdbusd  # noqa: E402  (benchmarks/lvmdbusd.py: the lvmdbusd rows)
+import cachebench  # noqa: E402  (benchmarks/cachebench.py: the read cache's rows)
 
-from lvmsuper.supervisor import lvmcmd  # noqa: E402
-from lvmsuper.supervisor.report import lvs_from, parse_document  # noqa: E402
-from lvmsuper.supervisor.runner import lvm_environment  # noqa: E402
+from lvmsuper.supervisor.lvm import argv as lvmcmd  # noqa: E402
+from lvmsuper.supervisor.lvm.report import lvs_from, parse_document  # noqa: E402
+from lvmsuper.supervisor.lvm.runner import lvm_environment  # noqa: E402
 
 USER = "lvmst-admin"  # a rig test user: in the daemon's access group, nothing else
 SUDOERS = "/etc/sudoers.d/zz-lvmsuper-bench"
@@ -395,8 +399,8 @@ class DbusSetup:
         self.polkitd: Any = None
         self.note: str | None = None
         daemon = (HERE.parent / "supervisor" / "daemon.py").read_text()
-        if not (HERE.parent / "supervisor" / "dbus.py").exists():
-            self.note = "no D-Bus row: supervisor/dbus.py does not exist yet"
+        if not (HERE.parent / "supervisor" / "transports" / "dbus.py").exists():
+            self.note = "no D-Bus row: supervisor/transports/dbus.py does not exist yet"
         elif "start_dbus" not in daemon:
             self.note = "no D-Bus row: lvmsuperd does not serve D-Bus yet"
         elif not shutil.which("dbus-daemon") or not os.access(
@@ -663,8 +667,8 @@ def measure(box: rig.Sandbox, res: dict[str, Any], run: Run) -> None:
     bus.start()
     for runner in ("exec", "shell"):
         serve_dbus = runner == "exec" and bus.address is not None
-        daemons[runner] = rig.Daemon(
-            box, runner, lvm={"runner": runner},
+        daemons[runner] = rig.Daemon(  # the runners' own cost: the cache phase has its own
+            box, runner, lvm={"runner": runner, "cache": False},
             dbus={"enabled": True, "bus": bus.address} if serve_dbus else {}).start()
     socks = {runner: d.socket for runner, d in daemons.items()}
     pids = {r: d.proc.pid for r, d in daemons.items() if d.proc}
@@ -710,6 +714,233 @@ def measure(box: rig.Sandbox, res: dict[str, Any], run: Run) -> None:
     res["start_stop"] = start_stop(box, "exec", 5)
 
 
+# ---- scan_devices: a read limited to the VG's own PVs, with 50 other devices present --------
+
+SCAN_EXTRA = int(os.environ.get("BENCH_SCAN_EXTRA", "50"))
+SCAN_VG = "vgscan"
+
+
+def scan_phase() -> dict[str, Any]:
+    """A VG on 2 loop devices, and ``SCAN_EXTRA`` more (orphan PVs, as other LUNs on a
+    hypervisor are) that LVM scans on every command unless told ``--devices``. The same
+    ``lvs <vg>`` read with and without ``scan_devices``, through the daemon (exec and
+    shell runners) and directly, in interleaved rounds. Its own sandbox, removed after."""
+    from lvmsuper.client import Client
+
+    box = rig.Sandbox(count=2 + SCAN_EXTRA, size_mib=64)
+    daemons: list[rig.Daemon] = []
+    try:
+        own, extra = box.loops[:2], box.loops[2:]
+        box.lvm("pvcreate", *box.loops)
+        box.lvm("vgcreate", SCAN_VG, *own)
+        for i in range(10):
+            box.lvm("lvcreate", "-n", f"lv{i}", "-L", "4m", SCAN_VG)
+        say(f"scan_devices: {SCAN_VG} on {' '.join(own)}; {len(extra)} other PVs present")
+        clients: dict[str, Client] = {}
+        # root calls, so the daemon needs none of the test users (their lock is shared
+        # with other test sessions): its socket and roles are root's group
+        root_only = {"query": ["root"], "manage": ["root"], "destroy": ["root"]}
+        for runner in ("exec", "shell"):
+            d = rig.Daemon(box, f"scan-{runner}", lvm={"runner": runner, "cache": False},
+                           server={"socket_group": "root", "socket_mode": "0660"},
+                           access=root_only).start()
+            daemons.append(d)
+            clients[runner] = Client(d.socket)
+        env = lvm_environment(str(box.system_dir))
+        lvs = lvmcmd.report_argv("lv", names=[SCAN_VG])
+        lvs_scan = lvmcmd.report_argv("lv", names=[SCAN_VG], scan=own)
+
+        def direct(argv: list[str]) -> Callable[[int], list[float]]:
+            def go(n: int) -> list[float]:
+                out = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    subprocess.run([rig.LVM, *argv], env=env, capture_output=True, check=True,
+                                   stdin=subprocess.DEVNULL)
+                    out.append(time.perf_counter() - t)
+                return out
+            return go
+
+        def daemon(runner: str, scan: list[str] | None) -> Callable[[int], list[float]]:
+            def go(n: int) -> list[float]:
+                out = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    got = clients[runner].lvs(vg=SCAN_VG, scan_devices=scan)
+                    out.append(time.perf_counter() - t)
+                    assert len(got) == 10, got
+                return out
+            return go
+
+        paths = {"lvmsuper exec, all devices": daemon("exec", None),
+                 "lvmsuper exec, scan_devices": daemon("exec", own),
+                 "lvmsuper shell, all devices": daemon("shell", None),
+                 "lvmsuper shell, scan_devices": daemon("shell", own),
+                 "direct lvm lvs": direct(lvs),
+                 "direct lvm lvs --devices": direct(lvs_scan)}
+        rounds = int(os.environ.get("BENCH_SCAN_ROUNDS", "6"))
+        rows = {name: stats(samples) for name, samples in interleave(
+            paths, rounds, int(os.environ.get("BENCH_SCAN_PER_ROUND", "5"))).items()}
+        for c in clients.values():
+            c.close()
+        return {"extra_devices": len(extra), "rows": rows,
+                "ratios": {f"{a} / {b}": ratio(rows, a, b) for a, b in (
+                    ("lvmsuper exec, all devices", "lvmsuper exec, scan_devices"),
+                    ("lvmsuper shell, all devices", "lvmsuper shell, scan_devices"),
+                    ("direct lvm lvs", "direct lvm lvs --devices"))}}
+    finally:
+        for d in daemons:
+            d.stop()
+        box.destroy()
+
+
+def render_scan(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [f"### scan_devices: `lvs <vg>` with {res['scan']['extra_devices']} other PVs "
+             "present", "", f"{m['nproc']} CPUs, LVM {m['lvm']}, load average "
+             f"{m['loadavg_start']:.1f} at start", "",
+             "| path | median ms | p99 ms |", "|---|---:|---:|"]
+    for name, row in res["scan"]["rows"].items():
+        lines.append(f"| {name} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} |")
+    lines += ["", "| ratio of medians (all devices / scan_devices) | |", "|---|---:|"]
+    for name, value in res["scan"]["ratios"].items():
+        lines.append(f"| {name} | {value:.2f}x |" if value else f"| {name} | - |")
+    return "\n".join(lines) + "\n"
+
+
+def write_part(name: str, res: dict[str, Any], text: str) -> int:
+    """A single-part run's result: printed, and kept as ``name``.json and .md."""
+    say("")
+    say(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(text)
+    say(f"wrote {RESULTS / (name + '.json')} and {name}.md")
+    return 0
+
+
+def main_scan() -> int:
+    res: dict[str, Any] = {"machine": machine()}
+    res["scan"] = scan_phase()
+    text = render_scan(res)
+    return write_part("scan", res, text)
+
+
+# ---- scoped reads: a caller limited by [[access.scope]] against an unscoped one ---------------
+
+SCOPE_VGS = ("sd-0", "sd-1", "other-tagged", "other")  # the first three are in scope
+SCOPE_LVS = int(os.environ.get("BENCH_SCOPE_LVS", "50"))   # per VG
+
+
+def _group_gid(*names: str) -> tuple[str, int]:
+    import grp
+    for name in names:
+        try:
+            return name, grp.getgrnam(name).gr_gid
+        except KeyError:
+            continue
+    raise SystemExit(f"the scope benchmark needs one of the groups {names}")
+
+
+def scope_phase() -> dict[str, Any]:
+    """The same reads (pvs, vgs, lvs, report) by two unprivileged callers of one daemon:
+    one unscoped (its group in the global [access] query list), one scoped (its group
+    only in an [[access.scope]]: VGs "sd-*" or tagged "bench"), on 4 VGs of
+    ``SCOPE_LVS`` LVs each, three of them in scope. Interleaved rounds; the ratio of
+    medians is what the filtering costs (both run LVM once per read). Its own sandbox,
+    removed after; callers connect with credentials of their own (no user database)."""
+    from lvmsuper.client import Client
+
+    box = rig.Sandbox(count=len(SCOPE_VGS), size_mib=256)
+    daemons: list[rig.Daemon] = []
+    clients: dict[str, Client] = {}
+    try:
+        box.lvm("pvcreate", *box.loops)
+        for vg, dev in zip(SCOPE_VGS, box.loops):
+            box.lvm("vgcreate", *(["--addtag", "bench"] if vg == "other-tagged" else []),
+                    vg, dev)
+            for i in range(SCOPE_LVS):
+                box.lvm("lvcreate", "-an", "-Zn", "-n", f"lv{i}", "-L", "4m", vg)
+        plain_group, plain_gid = _group_gid("daemon", "bin", "sys")
+        scoped_group, scoped_gid = _group_gid("nogroup", "nobody")
+        say(f"scoped reads: {len(SCOPE_VGS)} VGs of {SCOPE_LVS} LVs, 3 in scope; unscoped "
+            f"group {plain_group}, scoped group {scoped_group}")
+        d = rig.Daemon(box, "scopes", lvm={"cache": False},  # what scoping adds to LVM's work
+                       server={"socket_group": "root", "socket_mode": "0666"},
+                       access={"query": ["root", plain_group], "manage": ["root"],
+                               "destroy": ["root"]})
+        with open(d.config_path, "a") as fh:
+            fh.write(f'\n[[access.scope]]\ngroup = "{scoped_group}"\nroles = ["query"]\n'
+                     'vgs = ["sd-*"]\nvg_tags = ["bench"]\n')
+        daemons.append(d.start())
+        for name, gid in (("unscoped", plain_gid), ("scoped", scoped_gid)):
+            c = Client(d.socket)
+            c._sock = rig.connect_as(d.socket, 65534, gid, [gid])
+            clients[name] = c
+        want = {"unscoped": len(SCOPE_VGS), "scoped": 3}
+
+        def read(who: str, method: str) -> Callable[[int], list[float]]:
+            def go(n: int) -> list[float]:
+                out = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    got = clients[who].call(method)
+                    out.append(time.perf_counter() - t)
+                    vgs = got["vgs"] if method == "report" else got if method == "vgs" else None
+                    if vgs is not None:
+                        assert len(vgs) == want[who], (who, method, len(vgs))
+                return out
+            return go
+
+        methods = ("pvs", "vgs", "lvs", "report")
+        paths = {f"{m} {who}": read(who, m) for m in methods for who in ("unscoped", "scoped")}
+        rounds = int(os.environ.get("BENCH_SCOPE_ROUNDS", "6"))
+        rows = {name: stats(samples) for name, samples in interleave(
+            paths, rounds, int(os.environ.get("BENCH_SCOPE_PER_ROUND", "5"))).items()}
+        return {"vgs": len(SCOPE_VGS), "lvs_per_vg": SCOPE_LVS, "rows": rows,
+                "ratios": {f"{m} scoped / unscoped": ratio(rows, f"{m} scoped",
+                                                            f"{m} unscoped")
+                           for m in methods}}
+    finally:
+        for c in clients.values():
+            c.close()
+        for d in daemons:
+            d.stop()
+        box.destroy()
+
+
+def render_scopes(res: dict[str, Any]) -> str:
+    m, sc = res["machine"], res["scopes"]
+    lines = [f"### Scoped reads: {sc['vgs']} VGs of {sc['lvs_per_vg']} LVs, 3 in the "
+             "caller's scope", "", f"{m['nproc']} CPUs, LVM {m['lvm']}, load average "
+             f"{m['loadavg_start']:.1f} at start", "",
+             "| path | median ms | p99 ms |", "|---|---:|---:|"]
+    for name, row in sc["rows"].items():
+        lines.append(f"| {name} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} |")
+    lines += ["", "| ratio of medians | |", "|---|---:|"]
+    for name, value in sc["ratios"].items():
+        lines.append(f"| {name} | {value:.2f}x |" if value else f"| {name} | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main_scopes() -> int:
+    res: dict[str, Any] = {"machine": machine()}
+    res["scopes"] = scope_phase()
+    text = render_scopes(res)
+    return write_part("scopes", res, text)
+
+
+def main_cache() -> int:
+    res: dict[str, Any] = {"machine": machine()}
+    res["cache"] = cachebench.cache_phase(stats, interleave, rss_kib, say)
+    m = res["machine"]
+    res["machine"]["loadavg_end"] = os.getloadavg()[0]
+    text = (f"machine: {m['nproc']} CPUs, kernel {m['kernel']}, LVM {m['lvm']}, load average "
+            f"{m['loadavg_start']:.2f} at start, {m['loadavg_end']:.2f} at end\n\n"
+            + cachebench.render_cache(res["cache"]))
+    return write_part("cache", res, text)
+
+
 def main() -> int:
     if os.geteuid() != 0:
         say("make bench needs root (loop devices, a root daemon, a throwaway sudoers entry)")
@@ -731,12 +962,19 @@ def main() -> int:
                 measure(box, res, run)
             finally:
                 run.stop()
+            say("scan_devices: a read limited to the VG's PVs, 50 other devices present ...")
+            res["scan"] = scan_phase()
+            say("scoped reads against unscoped ones ...")
+            res["scopes"] = scope_phase()
+            say("the read cache ...")
+            res["cache"] = cachebench.cache_phase(stats, interleave, rss_kib, say)
     finally:
         box.destroy()
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     res["elapsed_s"] = time.monotonic() - started
     res["targets"] = targets(res)
-    text = render(res)
+    text = (render(res) + "\n" + render_scan(res) + "\n" + render_scopes(res) + "\n"
+            + cachebench.render_cache(res["cache"]))
     say("")
     say(text)
     RESULTS.mkdir(exist_ok=True)
@@ -747,4 +985,16 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # `make bench BENCH_ARGS=--scan-devices`: only the scan_devices measurement (the
+    # whole benchmark takes long on a loaded machine); the full run includes it too
+    if "--scan-devices" in sys.argv[1:]:
+        sys.exit(main_scan() if os.geteuid() == 0 else 1)
+    # `make bench BENCH_ARGS=--scopes`: only the scoped-reads measurement
+    if "--scopes" in sys.argv[1:]:
+        sys.exit(main_scopes() if os.geteuid() == 0 else 1)
+
+
+    # `make bench BENCH_ARGS=--cache`: only the read cache's measurements
+    if "--cache" in sys.argv[1:]:
+        sys.exit(main_cache() if os.geteuid() == 0 else 1)
     sys.exit(main())
