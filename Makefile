@@ -1,7 +1,8 @@
 # lvmsuper: `make demo` and `make test` each set everything up on a fresh Debian 12.
 PYTHON      ?= /usr/bin/python3
 VENV        := .venv
-APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc groff-base man-db
+# cpio: the unit tests of tools/system-guest build its initramfs on the host tier
+APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc groff-base man-db cpio
 
 .PHONY: install system-packages demo test test-unit typecheck bench clean install-system install-dm test-dm man deb install-system-tier test-system install-cluster-tier test-cluster
 
