@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -152,6 +153,52 @@ def test_sigterm_waits_for_a_running_change(sandbox: rig.Sandbox, users: object,
     assert lvm.report("lv", "lv_name", "vgb/late")
     assert "waiting for 2 request(s) and 1 running job(s)" in d.log()
     assert not os.path.exists(d.socket)
+
+
+def test_sigterm_under_load_answers_every_request_it_took(sandbox: rig.Sandbox,
+                                                         users: object) -> None:
+    """Requests the daemon took before SIGTERM are answered with their results, never
+    with Busy: 16 connections pipelining pings while it stops each see only results,
+    then the end of the connection (the rest a client retries on the next daemon).
+    The stop begins between a request being read and its handler starting in about
+    half the stops under this load, so three stops show a refusal almost surely."""
+    for round_ in range(3):
+        answers, ended = stop_under_load(rig.Daemon(sandbox, f"stopload{round_}").start())
+        assert ended == 16 and len(answers) > 16 * 32, (ended, len(answers))
+        refused = [a for a in answers if "result" not in a]
+        assert refused == [], f"{len(refused)} of {len(answers)}: {refused[:3]}"
+
+
+def stop_under_load(d: rig.Daemon) -> tuple[list[dict[str, Any]], int]:
+    """SIGTERM to ``d`` while 16 connections send pings, 32 at a time: every answer,
+    and how many connections then ended (a stopping daemon closes each one)."""
+    batch = b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % i for i in range(32))
+    answers: list[dict[str, Any]] = []
+    ended = 0
+
+    def reader() -> None:
+        nonlocal ended
+        raw = rig.Raw(d.socket)
+        try:
+            while True:
+                raw.send(batch)
+                for _ in range(32):
+                    answers.append(raw.recv())
+        except (EOFError, OSError):
+            ended += 1
+        finally:
+            raw.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=60)
+    assert d.proc.wait(timeout=30) == 0
+    return answers, ended
 
 
 def test_read_timeout_kills_the_whole_process_group(sandbox: rig.Sandbox, users: object,

@@ -77,7 +77,11 @@ class Service:
     # ---- entry point -------------------------------------------------------------
 
     async def call(self, caller: Caller, name: str, params: dict[str, Any],
-                   authority: Authority, *, encoded: bool = False) -> Any:
+                   authority: Authority, *, encoded: bool = False,
+                   taken: bool = False) -> Any:
+        """One request, answered with its wire result or an LvmSuperError. ``taken``:
+        the transport read it before the stop began (the socket stops reading then), so
+        it is answered; any other call from the stop on is refused with Busy."""
         started = time.monotonic()
         self.stats.total += 1
         self.stats.in_flight += 1
@@ -86,7 +90,7 @@ class Service:
             method = METHODS.get(name)
             if method is None:
                 raise method_not_found(name)
-            if self.stopping:
+            if self.stopping and not taken:
                 raise Busy("lvmsuperd is shutting down; retry later", retry_after=1)
             if method.declared:
                 return await self._change(caller, method, params, authority)
@@ -168,6 +172,9 @@ class Service:
         """Shutdown: refuses new calls (``Busy``), then waits until no request is in
         flight and no job runs. Reads finish; changes are waited for, never killed."""
         self.stopping = True
+        # Requests a transport took just before this have tasks that have not started
+        # yet (so are not counted in flight): they are queued ahead of us and start now.
+        await asyncio.sleep(0)
         while self.stats.in_flight or self.jobs.running:
             await asyncio.sleep(0.02)
 

@@ -211,8 +211,10 @@ class Connection:
         try:
             request = parse_request(message)
             rid = request.id
+            # taken: serve() reads no request once the stop has begun (see there)
             result = await self.service.call(self.caller, request.method, request.params,
-                                             self.server.authority, encoded=True)
+                                             self.server.authority, encoded=True,
+                                             taken=True)
             if isinstance(result, Handoff):  # lv_open: the descriptor rides on the line
                 with result:
                     await self.send_fd(encode_result(rid, result.wire()), result.fd)
