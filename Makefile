@@ -1,8 +1,11 @@
 # lvmsuper: `make demo` and `make test` each set everything up on a fresh Debian 12.
 PYTHON      ?= /usr/bin/python3
 VENV        := .venv
-# cpio: the unit tests of tools/system-guest build its initramfs on the host tier
-APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc groff-base man-db cpio
+# On the host tier: cpio for the unit tests of tools/system-guest (they build its
+# initramfs); python3-dbus-next, -systemd, -pyudev (the package's dependencies) for
+# tests/test_deb.py, which runs the packaged code with Debian's python3.
+APT_PACKAGES := lvm2 libsystemd-dev pkg-config dbus polkitd pkexec sudo socat python3-venv python3-dev gcc groff-base man-db cpio \
+                python3-dbus-next python3-systemd python3-pyudev
 
 .PHONY: install system-packages demo test test-unit typecheck bench clean install-system install-dm test-dm man deb install-system-tier test-system install-cluster-tier test-cluster
 
